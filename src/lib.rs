@@ -5,3 +5,15 @@
 
 pub mod digest;
 pub mod reference;
+pub mod cache;
+pub mod manifest;
+pub mod platform;
+pub mod registry;
+pub mod credentials;
+pub mod settings;
+pub mod archive;
+pub mod engine;
+pub mod disk;
+pub mod progress;
+pub mod warmup;
+pub mod layout;
