@@ -149,3 +149,76 @@ impl Write for ChannelWriter {
         self.send()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::TryStreamExt;
+
+    fn layer_file(dir: &std::path::Path, content: &[u8]) -> (Digest, PathBuf) {
+        let digest = Digest::of(content);
+        let path = dir.join(digest.hex());
+        std::fs::write(&path, content).unwrap();
+        (digest, path)
+    }
+
+    #[tokio::test]
+    async fn shared_layers_are_written_once_and_present_ones_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let (base, base_path) = layer_file(dir.path(), b"base layer");
+        let (top, top_path) = layer_file(dir.path(), b"top layer");
+        let (kept, _) = layer_file(dir.path(), b"layer the engine has");
+        let image = |config: &[u8], tag: &str, layers: Vec<ArchiveLayer>| ArchiveImage {
+            config_digest: Digest::of(config),
+            config: config.to_vec(),
+            repo_tags: vec![tag.to_owned()],
+            layers,
+        };
+        let images = vec![
+            image(b"{\"a\":1}", "r.example/a:1", vec![
+                ArchiveLayer { digest: kept.clone(), size: 20, source: None },
+                ArchiveLayer { digest: base.clone(), size: 10, source: Some(base_path.clone()) },
+            ]),
+            image(b"{\"b\":1}", "r.example/b:1", vec![
+                ArchiveLayer { digest: base.clone(), size: 10, source: Some(base_path) },
+                ArchiveLayer { digest: top.clone(), size: 9, source: Some(top_path) },
+            ]),
+        ];
+        assert_eq!(payload_size(&images), 19);
+
+        let chunks: Vec<Bytes> = docker_archive(images).try_collect().await.unwrap();
+        let data: Vec<u8> = chunks.concat();
+        let mut archive = tar::Archive::new(data.as_slice());
+        let mut names = Vec::new();
+        let mut manifest = None;
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let name = entry.path().unwrap().to_string_lossy().into_owned();
+            if name == "manifest.json" {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+                manifest = Some(serde_json::from_str::<serde_json::Value>(&text).unwrap());
+            }
+            names.push(name);
+        }
+        assert_eq!(names.iter().filter(|n| n.ends_with(base.hex())).count(), 1, "{names:?}");
+        assert!(!names.iter().any(|n| n.ends_with(kept.hex())), "{names:?}");
+        let manifest = manifest.expect("manifest.json is present");
+        assert_eq!(manifest[0]["RepoTags"][0], "r.example/a:1");
+        assert_eq!(manifest[0]["Layers"][0], format!("blobs/sha256/{}", kept.hex()));
+        assert_eq!(manifest[1]["Layers"].as_array().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn missing_layer_file_ends_stream_with_error() {
+        let images = vec![ArchiveImage {
+            config_digest: Digest::of(b"{}"),
+            config: b"{}".to_vec(),
+            repo_tags: vec![],
+            layers: vec![ArchiveLayer { digest: Digest::of(b"x"), size: 1, source: Some(PathBuf::from("/nonexistent/ferry-layer")) }],
+        }];
+        let result: Result<Vec<Bytes>, _> = docker_archive(images).try_collect().await;
+        let err = result.unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/ferry-layer"), "{err}");
+    }
+}

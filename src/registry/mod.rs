@@ -69,10 +69,14 @@ impl Default for ClientOptions {
 pub enum RegistryError {
     #[error("cannot reach registry {host}: {detail}")]
     Unreachable { host: String, detail: String },
+    #[error("{what}: connection lost while reading the response: {detail}")]
+    ConnectionLost { what: String, detail: String },
     #[error("TLS verification failed for {host}: {detail}; trust its CA with --ca-file FILE or /etc/docker/certs.d/{host}/ca.crt, or use --plain-http {host} if it really serves plain HTTP")]
     Tls { host: String, detail: String },
     #[error("{server} rejected the credentials of {user} for registry {registry} (HTTP 401): check REGISTRY_USERNAME and REGISTRY_PASSWORD")]
     Unauthorized { registry: String, server: String, user: String },
+    #[error("registry {registry} requires credentials: set REGISTRY_USERNAME and REGISTRY_PASSWORD (environment or --password-stdin), or log in with docker login")]
+    CredentialsRequired { registry: String },
     #[error("access to {what} denied for {user} (HTTP {status}): the account lacks pull permission, or the repository name (REGISTRY_ENV prefix) is wrong")]
     Denied { what: String, user: String, status: u16 },
     #[error("image {reference} not found in registry {registry}: check the image name and the REGISTRY_ENV prefix ({code})")]
@@ -106,7 +110,7 @@ pub enum RegistryError {
 impl RegistryError {
     /// True for failures a later attempt may not see: dropped connections and timeouts.
     fn is_transient(&self) -> bool {
-        matches!(self, RegistryError::Unreachable { .. })
+        matches!(self, RegistryError::Unreachable { .. } | RegistryError::ConnectionLost { .. })
     }
 }
 
@@ -284,6 +288,9 @@ impl Client {
         let response = request.send().await.map_err(|e| classify_send_error(&realm_host, e))?;
         match response.status() {
             status if status.is_success() => {}
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN if credential.is_none() => {
+                return Err(RegistryError::CredentialsRequired { registry: host.to_owned() })
+            }
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 return Err(RegistryError::Unauthorized {
                     registry: host.to_owned(),
@@ -377,7 +384,7 @@ impl Client {
             let credential = self.credentials.get(host);
             if renewed || !matches!(challenge, Challenge::Bearer { .. }) {
                 if credential.is_none() {
-                    return Err(RegistryError::Denied { what: what.to_owned(), user: auth::describe_user(None), status: 401 });
+                    return Err(RegistryError::CredentialsRequired { registry: host.to_owned() });
                 }
                 return Err(RegistryError::Unauthorized { registry: host.to_owned(), server: format!("registry {host}"), user: auth::describe_user(credential) });
             }
@@ -393,6 +400,20 @@ impl Client {
     /// Fetches a manifest or index by tag or digest and verifies it: against the requested digest,
     /// or against `Docker-Content-Digest` when fetching by tag. Returns bytes, media type and digest.
     pub async fn fetch_manifest(&self, reference: &Reference, lookup: &str) -> Result<(Vec<u8>, Option<String>, Digest), RegistryError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.fetch_manifest_once(reference, lookup).await {
+                Err(err) if err.is_transient() && attempt < self.options.retry.attempts => {
+                    tracing::warn!(reference = %reference, error = %err, "retrying manifest download");
+                    tokio::time::sleep(self.options.retry.backoff(attempt)).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn fetch_manifest_once(&self, reference: &Reference, lookup: &str) -> Result<(Vec<u8>, Option<String>, Digest), RegistryError> {
         let what = format!("manifest {}/{}@{lookup}", reference.registry, reference.repository);
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static(manifest::ACCEPT));
@@ -464,6 +485,20 @@ impl Client {
 
     /// Fetches a small blob (a config) into memory, verified against its descriptor.
     pub async fn fetch_small_blob(&self, reference: &Reference, descriptor: &Descriptor) -> Result<Vec<u8>, RegistryError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.fetch_small_blob_once(reference, descriptor).await {
+                Err(err) if err.is_transient() && attempt < self.options.retry.attempts => {
+                    tracing::warn!(reference = %reference, digest = %descriptor.digest, error = %err, "retrying blob download");
+                    tokio::time::sleep(self.options.retry.backoff(attempt)).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn fetch_small_blob_once(&self, reference: &Reference, descriptor: &Descriptor) -> Result<Vec<u8>, RegistryError> {
         let what = format!("blob {} of {}", descriptor.digest, reference.name());
         if descriptor.size > MAX_DOCUMENT_BYTES {
             return Err(RegistryError::TooLarge { what, limit: MAX_DOCUMENT_BYTES });
@@ -588,7 +623,7 @@ async fn read_limited(mut response: Response, what: &str) -> Result<Vec<u8>, Reg
         let chunk = response
             .chunk()
             .await
-            .map_err(|e| RegistryError::Unreachable { host: what.to_owned(), detail: format!("connection lost while reading: {e}") })?;
+            .map_err(|e| RegistryError::ConnectionLost { what: what.to_owned(), detail: e.to_string() })?;
         let Some(chunk) = chunk else { break };
         body.extend_from_slice(&chunk);
         if body.len() as u64 > MAX_DOCUMENT_BYTES {
