@@ -5,3 +5,5 @@
 
 pub mod digest;
 pub mod reference;
+pub mod layout;
+pub mod serve;
