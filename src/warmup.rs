@@ -440,12 +440,42 @@ impl std::io::Write for HashingWriter<'_> {
     }
 }
 
+/// True when the layout's entry for this reference points at the same manifest and holds every
+/// blob of it.
 fn layout_has_image(layout: &Layout, reference: &Reference, resolved: &ResolvedImage) -> Result<bool, anyhow::Error> {
-    let _ = (layout, reference, resolved);
-    todo!("layout check lands with the layout module")
+    let image_name = reference.to_string();
+    let entry = layout.entries()?.into_iter().find(|e| e.image_name() == Some(image_name.as_str()));
+    let Some(entry) = entry else { return Ok(false) };
+    let manifest = &resolved.manifest;
+    let complete = entry.digest == resolved.manifest_digest
+        && layout.has_blob(&manifest.config.digest, manifest.config.size)
+        && manifest.layers.iter().all(|l| layout.has_blob(&l.digest, l.size));
+    Ok(complete)
 }
 
+/// Copies the image's blobs from the cache into the layout, then its config and manifest, and
+/// last the `index.json` entry, so an interrupted write never leaves an entry without its blobs.
 fn write_to_layout(path: &std::path::Path, cache: &BlobCache, prepared: &Prepared) -> Result<(), anyhow::Error> {
-    let _ = (path, cache, prepared);
-    todo!("layout writer lands with the layout module")
+    let layout = Layout::create(path)?;
+    for layer in prepared.needed_layers() {
+        let descriptor = &layer.descriptor;
+        layout.import_blob(&descriptor.digest, descriptor.size, &cache.blob_path(&descriptor.digest))?;
+    }
+    let resolved = &prepared.resolved;
+    layout.write_blob(prepared.config_digest(), &prepared.config)?;
+    layout.write_blob(&resolved.manifest_digest, &resolved.manifest_raw)?;
+
+    let digest: oci_spec::image::Digest = resolved.manifest_digest.as_str().parse()?;
+    let media_type = oci_spec::image::MediaType::from(resolved.manifest_media_type.as_str());
+    let mut descriptor = oci_spec::image::Descriptor::new(media_type, resolved.manifest_raw.len() as u64, digest);
+    if let Some(platform) = &resolved.platform {
+        let mut spec = oci_spec::image::Platform::default();
+        spec.set_os(platform.os.as_str().into());
+        spec.set_architecture(platform.architecture.as_str().into());
+        spec.set_variant(platform.variant.clone());
+        descriptor.set_platform(Some(spec));
+    }
+    let reference = &resolved.reference;
+    layout.add_entry(&descriptor, Some(&reference.to_string()), reference.tag.as_deref())?;
+    Ok(())
 }

@@ -21,9 +21,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let address = listener.local_addr()?;
-    eprintln!("serving {} read-only on http://{address} (Ctrl-C stops)", args.path.display());
+    eprintln!("serving {} read-only on http://{address} (Ctrl-C or SIGTERM stops)", args.path.display());
     let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
     };
     ferry::serve::serve(layout, listener, shutdown).await?;
     Ok(super::EXIT_OK)
