@@ -5,3 +5,6 @@
 
 pub mod digest;
 pub mod reference;
+pub mod inventory;
+pub mod settings;
+pub mod credentials;
