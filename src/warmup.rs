@@ -146,7 +146,7 @@ pub async fn plan(client: &Client, target: &Target, cache: &BlobCache, reference
     for reference in references {
         let prepared = prepare(client, target, layout.as_ref(), &chains, reference, options).await.map_err(|e| format!("{e:#}"));
         if let Err(error) = &prepared {
-            tracing::warn!(reference = %reference, %error, "cannot plan image");
+            tracing::info!(reference = %reference, %error, "cannot plan image");
         }
         images.push(PlannedImage { reference: reference.clone(), prepared });
     }

@@ -41,7 +41,7 @@ pub struct WarmupArgs {
     #[arg(long)]
     pub password_stdin: bool,
     /// Image to preload, short name or full reference; repeatable (overrides PROVISION_IMAGE_WARMUP).
-    #[arg(long = "image", value_name = "REF")]
+    #[arg(long = "warmup", visible_alias = "image", value_name = "REF")]
     pub images: Vec<String>,
     /// Platform to pick from multi-platform images, such as linux/arm64 (default: this machine's).
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
