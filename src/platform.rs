@@ -62,7 +62,7 @@ impl Platform {
             ("arm", "arm") => {
                 let wanted = arm_version(self.variant.as_deref())?;
                 let offered = arm_version(candidate.variant.as_deref())?;
-                (offered < wanted).then_some(wanted - offered)
+                (offered < wanted).then(|| wanted - offered)
             }
             _ => None,
         }

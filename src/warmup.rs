@@ -211,6 +211,19 @@ async fn prepare(
 ) -> Result<Prepared, anyhow::Error> {
     let resolved = client.resolve(reference, &options.platform).await?;
     let manifest = &resolved.manifest;
+    let present = match (target, layout) {
+        (Target::Docker { engine, .. }, _) => {
+            let name = reference.tagged_name().unwrap_or_else(|| manifest.config.digest.to_string());
+            engine.image(&name).await?.is_some_and(|image| image.id == manifest.config.digest.as_str())
+        }
+        (Target::Layout { .. }, Some(layout)) => layout_has_image(layout, reference, &resolved)?,
+        (Target::Layout { .. }, None) => false,
+    };
+    if present {
+        // Nothing to transfer, so the config and layers are not read.
+        return Ok(Prepared { resolved, config: Vec::new(), layers: Vec::new(), present });
+    }
+
     let config = client.fetch_small_blob(reference, &manifest.config).await?;
     let parsed = manifest::parse_config(&config, &format!("config {} of {reference}", manifest.config.digest))?;
     let diff_ids = parsed.rootfs.diff_ids;
@@ -234,16 +247,6 @@ async fn prepare(
         };
         layers.push(LayerPlan { descriptor: descriptor.clone(), diff_id, compression, in_target });
     }
-    let present = match target {
-        Target::Docker { engine, .. } => {
-            let name = reference.tagged_name().unwrap_or_else(|| manifest.config.digest.to_string());
-            engine.image(&name).await?.is_some_and(|image| image.id == manifest.config.digest.as_str())
-        }
-        Target::Layout { .. } => match layout {
-            Some(layout) => layout_has_image(layout, reference, &resolved)?,
-            None => false,
-        },
-    };
     Ok(Prepared { resolved, config, layers, present })
 }
 

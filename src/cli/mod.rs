@@ -32,7 +32,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Preload the warmup images into Docker (or an OCI layout) from the registry.
-    Warmup(warmup::WarmupArgs),
+    Warmup(Box<warmup::WarmupArgs>),
     /// Serve an OCI image layout folder as a read-only registry.
     Serve(serve::ServeArgs),
 }
@@ -56,7 +56,7 @@ pub struct RegistryArgs {
 
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
-        Command::Warmup(args) => warmup::run(args, cli.quiet).await,
+        Command::Warmup(args) => warmup::run(*args, cli.quiet).await,
         Command::Serve(args) => serve::run(args).await,
     }
 }

@@ -162,22 +162,32 @@ async fn build_client(args: &WarmupArgs, settings: &Settings, references: &[ferr
         ..ClientOptions::default()
     };
     let mut client = Client::new(options);
-    let main_host = settings.registry_url.as_ref().map(|u| u.value.host.clone());
     let hosts: BTreeSet<&str> = references.iter().map(|r| r.registry.as_str()).collect();
+    // The settings' user and password belong to REGISTRY_URL's host; without REGISTRY_URL they
+    // belong to the registry of the list when there is only one.
+    let main_host = match &settings.registry_url {
+        Some(url) => Some(url.value.host.clone()),
+        None if hosts.len() == 1 => hosts.first().map(|h| h.to_string()),
+        None => None,
+    };
     let env = |name: &str| std::env::var(name).ok();
     let config_dir = credentials::docker_config_dir(&env);
     for host in hosts {
-        if Some(host) == main_host.as_deref() {
+        let is_main = Some(host) == main_host.as_deref();
+        if is_main {
             if let (Some(user), Some(password)) = (&settings.username, &settings.password) {
                 client.set_credential(host, Credential::Basic { username: user.value.clone(), password: Secret::new(password.value.expose().to_owned()) });
                 continue;
             }
         }
-        let Some(dir) = &config_dir else { continue };
-        if let Some((credential, origin)) = credentials::lookup(dir, host).await? {
+        let found = match &config_dir {
+            Some(dir) => credentials::lookup(dir, host).await?,
+            None => None,
+        };
+        if let Some((credential, origin)) = found {
             tracing::info!(host, origin = %origin, "using credentials from Docker's configuration");
             client.set_credential(host, credential);
-        } else if Some(host) == main_host.as_deref() && settings.username.is_some() {
+        } else if is_main && settings.username.is_some() {
             anyhow::bail!(
                 "REGISTRY_USERNAME is set but no password was found for {host}: set REGISTRY_PASSWORD in the environment, use --password-stdin, or log in with docker login"
             );
