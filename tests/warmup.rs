@@ -254,3 +254,79 @@ fn warmup_registry_env_moves_and_warns() {
     assert_eq!(code, 0, "{document}\n{stderr}");
     assert!(stderr.contains("REGISTRY_URL is 127.0.0.1:9"), "{stderr}");
 }
+
+#[test]
+fn warmup_trusts_certs_d_for_its_host_only() {
+    let pki = Pki::new();
+    let registry = Registry::start_htpasswd(&pki, "deploy", "pw-certs-d");
+    let repo = unique_repo("warmup-certsd");
+    let _guard = RepoGuard::new(format!("{}/{repo}", registry.host()));
+    let mut layout = OciLayout::new();
+    let image = ImageBuilder::new().layer(LayerSpec::random(5_000)).write(&mut layout, "latest");
+    registry.push(&layout, "latest", &format!("{repo}:latest"));
+    let name = format!("{}/{repo}:latest", registry.host());
+    let certs = tempfile::tempdir().unwrap();
+
+    // Without the CA, TLS verification fails and says how to trust it.
+    let mut command = ferry_cmd();
+    command.args(["warmup", "--username", "deploy", "--warmup", &name, "--certs-dir"]).arg(certs.path()).env("REGISTRY_PASSWORD", "pw-certs-d");
+    let (code, document, _) = run_json(&mut command);
+    assert_eq!(code, 1);
+    let error = document["images"][0]["error"].as_str().unwrap();
+    assert!(error.contains("TLS verification failed"), "{error}");
+    assert!(error.contains(&registry.host()), "{error}");
+
+    // A CA for another host:port does not help.
+    pki.write_docker_certs_dir(certs.path(), "127.0.0.1:1");
+    let mut command = ferry_cmd();
+    command.args(["warmup", "--username", "deploy", "--warmup", &name, "--certs-dir"]).arg(certs.path()).env("REGISTRY_PASSWORD", "pw-certs-d");
+    let (code, _, _) = run_json(&mut command);
+    assert_eq!(code, 1);
+
+    pki.write_docker_certs_dir(certs.path(), &registry.host());
+    let mut command = ferry_cmd();
+    command.args(["warmup", "--username", "deploy", "--warmup", &name, "--certs-dir"]).arg(certs.path()).env("REGISTRY_PASSWORD", "pw-certs-d");
+    let (code, document, stderr) = run_json(&mut command);
+    assert_eq!(code, 0, "{document}\n{stderr}");
+    assert_eq!(docker_inspect(&name).unwrap()["Id"], image.image_id());
+}
+
+#[test]
+fn warmup_uses_plain_http_only_when_asked() {
+    let registry = Registry::start_plain();
+    let repo = unique_repo("warmup-plain");
+    let _guard = RepoGuard::new(format!("{}/{repo}", registry.host()));
+    let mut layout = OciLayout::new();
+    ImageBuilder::new().layer(LayerSpec::random(1_000)).write(&mut layout, "latest");
+    registry.push(&layout, "latest", &format!("{repo}:latest"));
+
+    let mut command = ferry_cmd();
+    command.args(["warmup", "--attempts", "1", "--warmup"]).arg(format!("{}/{repo}:latest", registry.host()));
+    let (code, document, _) = run_json(&mut command);
+    assert_eq!(code, 1);
+    let error = document["images"][0]["error"].as_str().unwrap();
+    assert!(error.contains("--plain-http"), "the error names the way out: {error}");
+}
+
+#[test]
+fn warmup_reads_docker_config_credentials() {
+    let pki = Pki::new();
+    let registry = Registry::start_htpasswd(&pki, "ci-bot", "from-config-json");
+    let repo = unique_repo("warmup-dockercfg");
+    let _guard = RepoGuard::new(format!("{}/{repo}", registry.host()));
+    let mut layout = OciLayout::new();
+    ImageBuilder::new().layer(LayerSpec::random(2_000)).write(&mut layout, "latest");
+    registry.push(&layout, "latest", &format!("{repo}:latest"));
+
+    let env = FerryEnv::new();
+    env.write_docker_auth(&registry.host(), "ci-bot", "from-config-json");
+    let mut command = env.command();
+    command
+        .args(["warmup", "--warmup"])
+        .arg(format!("{}/{repo}:latest", registry.host()))
+        .arg("--ca-file")
+        .arg(registry.ca_file().unwrap());
+    let (code, document, stderr) = run_json(&mut command);
+    assert_eq!(code, 0, "{document}\n{stderr}");
+    assert_eq!(document["images"][0]["status"], "changed");
+}
