@@ -254,6 +254,12 @@ impl Client {
     async fn fetch_token(&self, host: &str, key: &TokenKey, credential: Option<&Credential>) -> Result<(String, Duration), RegistryError> {
         let realm_url = Url::parse(&key.realm).map_err(|e| RegistryError::TokenServer { realm: key.realm.clone(), detail: format!("invalid realm URL: {e}") })?;
         let realm_host = host_port(&realm_url);
+        if realm_url.scheme() != "https" && !self.is_plain_http(&realm_host) && !self.is_plain_http(host) {
+            return Err(RegistryError::TokenServer {
+                realm: key.realm.clone(),
+                detail: format!("the token server uses plain HTTP, so credentials would travel unencrypted; pass --plain-http {realm_host} if that is intended"),
+            });
+        }
         let http = self.http_for(&realm_host)?;
         let token_error = |detail: String| RegistryError::TokenServer { realm: key.realm.clone(), detail };
         let request = match credential {
