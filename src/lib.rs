@@ -19,3 +19,20 @@ pub mod registry;
 pub mod serve;
 pub mod settings;
 pub mod warmup;
+
+/// Joins an error and its causes into one line, leaving out a cause whose text the line already
+/// contains (many errors repeat their source in their own message).
+pub fn error_message(error: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
+}

@@ -144,7 +144,7 @@ pub async fn plan(client: &Client, target: &Target, cache: &BlobCache, reference
 
     let mut images = Vec::new();
     for reference in references {
-        let prepared = prepare(client, target, layout.as_ref(), &chains, reference, options).await.map_err(|e| format!("{e:#}"));
+        let prepared = prepare(client, target, layout.as_ref(), &chains, reference, options).await.map_err(|e| crate::error_message(&e));
         if let Err(error) = &prepared {
             tracing::info!(reference = %reference, %error, "cannot plan image");
         }
@@ -276,7 +276,7 @@ pub async fn execute(client: &Client, target: &Target, cache: &BlobCache, plan: 
                     }
                     Err(error) => {
                         used_by_failure.extend(digests);
-                        failed(&reference, Some(prepared), format!("{error:#}"), 0, started)
+                        failed(&reference, Some(prepared), crate::error_message(&error), 0, started)
                     }
                 }
             }
