@@ -22,10 +22,12 @@ pub mod warmup;
 
 /// Joins an error and its causes into one line, leaving out a cause whose text the line already
 /// contains (many errors repeat their source in their own message).
-pub fn error_message(error: &anyhow::Error) -> String {
+pub fn error_message(error: &(dyn std::error::Error + 'static)) -> String {
     let mut message = String::new();
-    for cause in error.chain() {
-        let text = cause.to_string();
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        cause = current.source();
+        let text = current.to_string();
         if message.contains(&text) {
             continue;
         }

@@ -19,7 +19,7 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::run(args)) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            eprintln!("error: {}", ferry::error_message(&err));
+            eprintln!("error: {}", ferry::error_message(err.as_ref()));
             ExitCode::from(cli::EXIT_SETUP)
         }
     }

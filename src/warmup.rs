@@ -16,13 +16,42 @@ use crate::archive::{self, ArchiveImage, ArchiveLayer};
 use crate::cache::BlobCache;
 use crate::digest::{Digest, Hasher};
 use crate::disk::{self, Demand, SpaceCheck};
-use crate::engine::{self, Engine, EngineInfo};
-use crate::layout::Layout;
+use crate::engine::{self, Engine, EngineError, EngineInfo};
+use crate::layout::{Layout, LayoutError};
 use crate::manifest::{self, Compression, Descriptor};
 use crate::platform::Platform;
 use crate::progress::Progress;
 use crate::reference::Reference;
-use crate::registry::{blob, Client, ResolvedImage};
+use crate::registry::{blob, Client, RegistryError, ResolvedImage};
+
+/// Why an image could not be planned or transferred, or why planning failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum WarmupError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error(transparent)]
+    Manifest(#[from] manifest::ManifestError),
+    #[error("image {reference} is inconsistent: its manifest lists {layers} layers but its config {diff_ids} diff_ids")]
+    LayerCountMismatch { reference: String, layers: usize, diff_ids: usize },
+    #[error("image {reference} has layer {digest} of type {media_type:?}, which ferry cannot load")]
+    UnsupportedLayer { reference: String, digest: Digest, media_type: String },
+    #[error("after loading, {name} points to image {found} instead of {expected}")]
+    WrongImage { name: String, found: String, expected: Digest },
+    #[error("the engine reported success but has no image named {name}")]
+    NotLoaded { name: String },
+    #[error("layer {digest} unpacks to {actual}, but the image config expects DiffID {expected}")]
+    DiffIdMismatch { digest: Digest, actual: Digest, expected: Digest },
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+fn io_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> WarmupError + '_ {
+    move |source| WarmupError::Io { path: path.to_owned(), source }
+}
 
 /// Unpacked size estimate for a compressed layer: this many times its compressed size.
 /// Container layers usually compress 2 to 3 times, so 3 errs on the safe side.
@@ -132,7 +161,7 @@ impl Plan {
 }
 
 /// Resolves every image, reads what the target has, and measures the space needed.
-pub async fn plan(client: &Client, target: &Target, cache: &BlobCache, references: &[Reference], options: &WarmupOptions) -> Result<Plan, anyhow::Error> {
+pub async fn plan(client: &Client, target: &Target, cache: &BlobCache, references: &[Reference], options: &WarmupOptions) -> Result<Plan, WarmupError> {
     let chains = match target {
         Target::Docker { engine, .. } => engine.chain_ids().await?,
         Target::Layout { .. } => HashSet::new(),
@@ -197,7 +226,7 @@ pub async fn plan(client: &Client, target: &Target, cache: &BlobCache, reference
         },
         Target::Layout { path } => demands.push(Demand { path: path.clone(), purpose: "OCI layout".into(), bytes: to_send, estimated: 0 }),
     }
-    let space = disk::check(&demands)?;
+    let space = disk::check(&demands).map_err(io_error(cache.root()))?;
     Ok(Plan { images, bytes_to_fetch, space })
 }
 
@@ -208,7 +237,7 @@ async fn prepare(
     chains: &HashSet<Digest>,
     reference: &Reference,
     options: &WarmupOptions,
-) -> Result<Prepared, anyhow::Error> {
+) -> Result<Prepared, WarmupError> {
     let resolved = client.resolve(reference, &options.platform).await?;
     let manifest = &resolved.manifest;
     let present = match (target, layout) {
@@ -228,17 +257,15 @@ async fn prepare(
     let parsed = manifest::parse_config(&config, &format!("config {} of {reference}", manifest.config.digest))?;
     let diff_ids = parsed.rootfs.diff_ids;
     if diff_ids.len() != manifest.layers.len() {
-        anyhow::bail!(
-            "image {reference} is inconsistent: its manifest lists {} layers but its config {} diff_ids",
-            manifest.layers.len(),
-            diff_ids.len()
-        );
+        return Err(WarmupError::LayerCountMismatch { reference: reference.to_string(), layers: manifest.layers.len(), diff_ids: diff_ids.len() });
     }
     let engine_chains = engine::chain_ids(&diff_ids);
     let mut layers = Vec::new();
     for ((descriptor, diff_id), chain) in manifest.layers.iter().zip(diff_ids).zip(engine_chains) {
-        let compression = manifest::layer_compression(&descriptor.media_type).ok_or_else(|| {
-            anyhow::anyhow!("image {reference} has layer {} of type {:?}, which ferry cannot load", descriptor.digest, descriptor.media_type)
+        let compression = manifest::layer_compression(&descriptor.media_type).ok_or_else(|| WarmupError::UnsupportedLayer {
+            reference: reference.to_string(),
+            digest: descriptor.digest.clone(),
+            media_type: descriptor.media_type.clone(),
         })?;
         let in_target = match (target, layout) {
             (Target::Docker { .. }, _) => chains.contains(&chain),
@@ -333,7 +360,7 @@ async fn transfer(
     options: &WarmupOptions,
     on_bytes: &(dyn Fn(u64) + Send + Sync),
     on_stage: &(dyn Fn(&str) + Send + Sync),
-) -> Result<u64, anyhow::Error> {
+) -> Result<u64, WarmupError> {
     let reference = &prepared.resolved.reference;
     let fetched: Vec<blob::Fetched> = futures::stream::iter(prepared.needed_layers())
         .map(|layer| blob::download(client, reference, &layer.descriptor, cache, on_bytes))
@@ -358,7 +385,7 @@ async fn transfer(
     Ok(bytes)
 }
 
-async fn load_into_docker(engine: &Engine, info: &EngineInfo, cache: &BlobCache, prepared: &Prepared) -> Result<(), anyhow::Error> {
+async fn load_into_docker(engine: &Engine, info: &EngineInfo, cache: &BlobCache, prepared: &Prepared) -> Result<(), WarmupError> {
     let reference = &prepared.resolved.reference;
     let mut layers = Vec::new();
     let mut unpacked: HashMap<Digest, (PathBuf, u64)> = HashMap::new();
@@ -397,33 +424,34 @@ async fn load_into_docker(engine: &Engine, info: &EngineInfo, cache: &BlobCache,
     let name = reference.tagged_name().unwrap_or_else(|| prepared.config_digest().to_string());
     match engine.image(&name).await? {
         Some(image) if image.id == prepared.config_digest().as_str() => Ok(()),
-        Some(image) => anyhow::bail!("after loading, {name} points to image {} instead of {}", image.id, prepared.config_digest()),
-        None => anyhow::bail!("the engine reported success but has no image named {name}"),
+        Some(image) => Err(WarmupError::WrongImage { name, found: image.id, expected: prepared.config_digest().clone() }),
+        None => Err(WarmupError::NotLoaded { name }),
     }
 }
 
 /// Decompresses a cached zstd layer to a plain tar beside the cache, checking its DiffID.
-async fn unpack_zstd(cache: &BlobCache, digest: &Digest, diff_id: &Digest) -> Result<(PathBuf, u64), anyhow::Error> {
+async fn unpack_zstd(cache: &BlobCache, digest: &Digest, diff_id: &Digest) -> Result<(PathBuf, u64), WarmupError> {
     let source = cache.blob_path(digest);
     let dir = cache.root().join("unpacked");
-    fs_err::create_dir_all(&dir)?;
+    fs_err::create_dir_all(&dir).map_err(io_error(&dir))?;
     let destination = dir.join(diff_id.hex());
-    let diff_id = diff_id.clone();
-    tokio::task::spawn_blocking(move || -> Result<(PathBuf, u64), anyhow::Error> {
-        let input = fs_err::File::open(&source)?;
-        let mut decoder = zstd::stream::read::Decoder::new(input)?;
-        let mut output = tempfile::NamedTempFile::new_in(&dir)?;
+    let (digest, diff_id) = (digest.clone(), diff_id.clone());
+    tokio::task::spawn_blocking(move || -> Result<(PathBuf, u64), WarmupError> {
+        let input = fs_err::File::open(&source).map_err(io_error(&source))?;
+        let mut decoder = zstd::stream::read::Decoder::new(input).map_err(io_error(&source))?;
+        let mut output = tempfile::NamedTempFile::new_in(&dir).map_err(io_error(&dir))?;
         let mut hashing = HashingWriter { inner: output.as_file_mut(), hasher: Hasher::new() };
-        std::io::copy(&mut decoder, &mut hashing)?;
+        std::io::copy(&mut decoder, &mut hashing).map_err(io_error(&source))?;
         let size = hashing.hasher.bytes();
         let actual = hashing.hasher.finish();
         if actual != diff_id {
-            anyhow::bail!("layer {} unpacks to {actual}, but the image config expects DiffID {diff_id}", source.display());
+            return Err(WarmupError::DiffIdMismatch { digest, actual, expected: diff_id });
         }
-        output.persist(&destination)?;
+        output.persist(&destination).map_err(|e| WarmupError::Io { path: destination.clone(), source: e.error })?;
         Ok((destination, size))
     })
-    .await?
+    .await
+    .expect("the zstd unpack task panicked")
 }
 
 struct HashingWriter<'a> {
@@ -445,7 +473,7 @@ impl std::io::Write for HashingWriter<'_> {
 
 /// True when the layout's entry for this reference points at the same manifest and holds every
 /// blob of it.
-fn layout_has_image(layout: &Layout, reference: &Reference, resolved: &ResolvedImage) -> Result<bool, anyhow::Error> {
+fn layout_has_image(layout: &Layout, reference: &Reference, resolved: &ResolvedImage) -> Result<bool, WarmupError> {
     let image_name = reference.to_string();
     let entry = layout.entries()?.into_iter().find(|e| e.image_name() == Some(image_name.as_str()));
     let Some(entry) = entry else { return Ok(false) };
@@ -458,7 +486,7 @@ fn layout_has_image(layout: &Layout, reference: &Reference, resolved: &ResolvedI
 
 /// Copies the image's blobs from the cache into the layout, then its config and manifest, and
 /// last the `index.json` entry, so an interrupted write never leaves an entry without its blobs.
-fn write_to_layout(path: &std::path::Path, cache: &BlobCache, prepared: &Prepared) -> Result<(), anyhow::Error> {
+fn write_to_layout(path: &std::path::Path, cache: &BlobCache, prepared: &Prepared) -> Result<(), WarmupError> {
     let layout = Layout::create(path)?;
     for layer in prepared.needed_layers() {
         let descriptor = &layer.descriptor;
@@ -468,7 +496,7 @@ fn write_to_layout(path: &std::path::Path, cache: &BlobCache, prepared: &Prepare
     layout.write_blob(prepared.config_digest(), &prepared.config)?;
     layout.write_blob(&resolved.manifest_digest, &resolved.manifest_raw)?;
 
-    let digest: oci_spec::image::Digest = resolved.manifest_digest.as_str().parse()?;
+    let digest: oci_spec::image::Digest = resolved.manifest_digest.as_str().parse().expect("a validated sha256 digest");
     let media_type = oci_spec::image::MediaType::from(resolved.manifest_media_type.as_str());
     let mut descriptor = oci_spec::image::Descriptor::new(media_type, resolved.manifest_raw.len() as u64, digest);
     if let Some(platform) = &resolved.platform {
