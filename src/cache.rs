@@ -39,6 +39,11 @@ impl BlobCache {
         self.root.join("partial/sha256").join(digest.hex())
     }
 
+    /// Lock file that serialises downloads of one blob between ferry processes.
+    pub fn lock_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("partial/sha256").join(format!("{}.lock", digest.hex()))
+    }
+
     /// True when a complete blob of this size is cached.
     pub fn has(&self, digest: &Digest, size: u64) -> bool {
         std::fs::metadata(self.blob_path(digest)).is_ok_and(|m| m.len() == size)
@@ -51,7 +56,7 @@ impl BlobCache {
 
     /// Removes a complete blob (after it reached its target) and any partial file of it.
     pub fn remove(&self, digest: &Digest) {
-        for path in [self.blob_path(digest), self.partial_path(digest)] {
+        for path in [self.blob_path(digest), self.partial_path(digest), self.lock_path(digest)] {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}

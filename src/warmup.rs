@@ -407,6 +407,11 @@ async fn load_into_docker(engine: &Engine, info: &EngineInfo, cache: &BlobCache,
         }
         layers.push(ArchiveLayer { digest: descriptor.digest.clone(), size: descriptor.size, source: Some(cache.blob_path(&descriptor.digest)) });
     }
+    if reference.tag.is_none() {
+        // NOTE: docker load cannot record a repository digest, so a digest-only reference is
+        // loaded without a name and found by its image ID.
+        tracing::warn!(reference = %reference, image_id = %prepared.config_digest(), "pinned by digest only, so the image is loaded without a tag");
+    }
     let image = ArchiveImage {
         config_digest: prepared.config_digest().clone(),
         config: prepared.config.clone(),

@@ -330,3 +330,30 @@ fn warmup_reads_docker_config_credentials() {
     assert_eq!(code, 0, "{document}\n{stderr}");
     assert_eq!(document["images"][0]["status"], "changed");
 }
+
+#[test]
+fn warmup_digest_pin_loads_by_image_id() {
+    let registry = Registry::start_plain();
+    let repo = unique_repo("warmup-pin");
+    let mut layout = OciLayout::new();
+    let image = ImageBuilder::new().layer(LayerSpec::random(3_000)).write(&mut layout, "latest");
+    registry.push(&layout, "latest", &format!("{repo}:latest"));
+    let pinned = format!("{}/{repo}@{}", registry.host(), image.manifest_digest);
+
+    let run = || {
+        let mut command = ferry_cmd();
+        command.args(["warmup", "--plain-http"]).arg(registry.host()).args(["--warmup", &pinned]);
+        run_json(&mut command)
+    };
+    let (code, document, stderr) = run();
+    let inspected = docker_inspect(image.image_id());
+    let (second_code, second, _) = run();
+    let _ = std::process::Command::new("docker").args(["rmi", image.image_id()]).output();
+
+    assert_eq!(code, 0, "{document}\n{stderr}");
+    assert_eq!(document["images"][0]["status"], "changed");
+    assert!(stderr.contains("pinned by digest only"), "{stderr}");
+    assert!(inspected.is_some(), "the image is in Docker under its ID");
+    assert_eq!(second_code, 0);
+    assert_eq!(second["images"][0]["status"], "unchanged");
+}

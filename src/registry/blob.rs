@@ -47,6 +47,12 @@ pub async fn download(
     let complete_parent = complete.parent().expect("blob path has a parent");
     fs_err::tokio::create_dir_all(complete_parent).await.map_err(|e| io_error(complete_parent, e))?;
 
+    // Another ferry process may be downloading the same blob into this cache: wait for it.
+    let _lock = lock_blob(cache.lock_path(digest)).await?;
+    if cache.has(digest, size) {
+        return Ok(Fetched::Cached);
+    }
+
     // Resume from what an earlier attempt or run left, re-hashing it so the digest covers it.
     let (mut hasher, mut offset) = rehash_prefix(&partial, size).await?;
     let mut file = tokio::fs::OpenOptions::new().create(true).append(true).open(&partial).await.map_err(|e| io_error(&partial, e))?;
@@ -92,6 +98,17 @@ pub async fn download(
     }
     fs_err::tokio::rename(&partial, &complete).await.map_err(|e| io_error(&complete, e))?;
     Ok(Fetched::Downloaded(transferred))
+}
+
+/// Takes an exclusive lock on the blob's lock file, blocking until another holder releases it.
+async fn lock_blob(path: std::path::PathBuf) -> Result<std::fs::File, RegistryError> {
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| io_error(&path, e))?;
+        file.lock().map_err(|e| io_error(&path, e))?;
+        Ok(file)
+    })
+    .await
+    .expect("the lock task panicked")
 }
 
 enum StreamError {
