@@ -134,7 +134,10 @@ impl Reference {
             let Some(registry) = registry else {
                 return Err(ReferenceError::NoRegistry { entry: entry.to_owned() });
             };
-            let (name, tag, digest) = split_name(&format!("{prefix}{entry}")).map_err(|rule| invalid(format!("{rule} (after adding the REGISTRY_ENV prefix {prefix:?})")))?;
+            let (name, tag, digest) = split_name(&format!("{prefix}{entry}")).map_err(|rule| match prefix {
+                "" => invalid(rule),
+                _ => invalid(format!("{rule} (after adding the REGISTRY_ENV prefix {prefix:?})")),
+            })?;
             let repository = match &registry.namespace {
                 Some(ns) => format!("{ns}/{name}"),
                 None => name,

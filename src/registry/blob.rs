@@ -22,6 +22,9 @@ pub enum Fetched {
 }
 
 fn io_error(path: &std::path::Path, source: std::io::Error) -> RegistryError {
+    if source.kind() == std::io::ErrorKind::StorageFull {
+        return RegistryError::DiskFull { path: path.to_owned() };
+    }
     RegistryError::Io { path: path.to_owned(), source }
 }
 
@@ -79,8 +82,18 @@ pub async fn download(
                 let _ = fs_err::tokio::remove_file(&partial).await;
                 return Err(RegistryError::SizeMismatch { what, expected: size, actual: offset });
             }
-            Err(StreamError::Write(err)) => return Err(io_error(&partial, err)),
-            Err(StreamError::Read(err)) => tracing::warn!(digest = %digest, offset, error = %err, "connection lost mid-blob"),
+            Err(StreamError::Write(err)) => {
+                // A partial file on a full disk only keeps the disk full, so it goes.
+                let error = io_error(&partial, err);
+                if matches!(error, RegistryError::DiskFull { .. }) {
+                    drop(file);
+                    let _ = fs_err::tokio::remove_file(&partial).await;
+                }
+                return Err(error);
+            }
+            Err(StreamError::Read(err)) => {
+                tracing::warn!(digest = %digest, offset, error = %crate::error_message(&err), "connection lost mid-blob, resuming")
+            }
         }
         if attempt >= client.retry_policy().attempts {
             return Err(RegistryError::RetriesExhausted { what, attempts: attempt, last: format!("connection lost at byte {offset} of {size}") });

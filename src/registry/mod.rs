@@ -67,14 +67,18 @@ impl Default for ClientOptions {
 /// carries a password or token.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("cannot reach registry {host}: {detail}")]
+    #[error("cannot reach registry {host}: {detail}; check REGISTRY_URL and that the registry runs and is reachable from this node")]
     Unreachable { host: String, detail: String },
     #[error("{what}: connection lost while reading the response: {detail}")]
     ConnectionLost { what: String, detail: String },
     #[error("TLS verification failed for {host}: {detail}; trust its CA with --ca-file FILE or /etc/docker/certs.d/{host}/ca.crt, or use --plain-http {host} if it really serves plain HTTP")]
     Tls { host: String, detail: String },
-    #[error("{server} rejected the credentials of {user} for registry {registry} (HTTP 401): check REGISTRY_USERNAME and REGISTRY_PASSWORD")]
-    Unauthorized { registry: String, server: String, user: String },
+    #[error("registry {registry} rejected the credentials of {user} (HTTP 401): check REGISTRY_USERNAME and REGISTRY_PASSWORD")]
+    Unauthorized { registry: String, user: String },
+    #[error("token server {realm} rejected the credentials of {user} for registry {registry} (HTTP 401): check REGISTRY_USERNAME and REGISTRY_PASSWORD")]
+    TokenRejected { registry: String, realm: String, user: String },
+    #[error("no space left on the device holding {}: free some space, or point --cache-dir at a larger filesystem, then run ferry again", path.display())]
+    DiskFull { path: PathBuf },
     #[error("registry {registry} requires credentials: set REGISTRY_USERNAME and REGISTRY_PASSWORD (environment or --password-stdin), or log in with docker login")]
     CredentialsRequired { registry: String },
     #[error("access to {what} denied for {user} (HTTP {status}): the account lacks pull permission, or the repository name (REGISTRY_ENV prefix) is wrong")]
@@ -298,9 +302,9 @@ impl Client {
                 return Err(RegistryError::CredentialsRequired { registry: host.to_owned() })
             }
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                return Err(RegistryError::Unauthorized {
+                return Err(RegistryError::TokenRejected {
                     registry: host.to_owned(),
-                    server: format!("token server {}", key.realm),
+                    realm: key.realm.clone(),
                     user: auth::describe_user(credential),
                 })
             }
@@ -323,6 +327,7 @@ impl Client {
                 request = request.header(AUTHORIZATION, value);
             }
             let response = request.send().await.map_err(|e| classify_send_error(&host, e))?;
+            tracing::debug!(method = %method, url = %url, status = response.status().as_u16(), "registry request");
             if !response.status().is_redirection() {
                 return Ok(response);
             }
@@ -392,7 +397,7 @@ impl Client {
                 if credential.is_none() {
                     return Err(RegistryError::CredentialsRequired { registry: host.to_owned() });
                 }
-                return Err(RegistryError::Unauthorized { registry: host.to_owned(), server: format!("registry {host}"), user: auth::describe_user(credential) });
+                return Err(RegistryError::Unauthorized { registry: host.to_owned(), user: auth::describe_user(credential) });
             }
             if let Challenge::Bearer { realm, service, .. } = &challenge {
                 let key = TokenKey { realm: realm.clone(), service: service.clone(), scope: format!("repository:{repository}:pull") };
@@ -420,7 +425,8 @@ impl Client {
     }
 
     async fn fetch_manifest_once(&self, reference: &Reference, lookup: &str) -> Result<(Vec<u8>, Option<String>, Digest), RegistryError> {
-        let what = format!("manifest {}/{}@{lookup}", reference.registry, reference.repository);
+        let separator = if lookup.starts_with("sha256:") { '@' } else { ':' };
+        let what = format!("manifest {}/{}{separator}{lookup}", reference.registry, reference.repository);
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static(manifest::ACCEPT));
         let path = format!("/v2/{}/manifests/{lookup}", reference.repository);
