@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # First run: build ferry, serve the bundled sample image on 127.0.0.1, and warm it up into the
-# local Docker engine (or into an OCI layout folder when no engine answers). Needs no internet
-# and no external server.
+# local Docker engine (or into an OCI layout folder when no engine answers). Needs no external
+# server, and no internet once cargo has fetched the crates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 port=${FERRY_DEMO_PORT:-5055}
 cargo build --locked --quiet
-ferry=target/debug/ferry
+# cargo run finds the binary wherever CARGO_TARGET_DIR or build.target-dir put it, and on
+# Unix it replaces itself with ferry, so $! below is the server's process ID.
+ferry=(cargo run --locked --quiet --)
 
-"$ferry" serve samples/demo --listen "127.0.0.1:$port" &
+"${ferry[@]}" serve samples/demo --listen "127.0.0.1:$port" &
 serve_pid=$!
-trap 'kill "$serve_pid" 2>/dev/null || true' EXIT
+# Wait for the server to stop, so a second run can bind the same port at once.
+trap 'kill "$serve_pid" 2>/dev/null || true; wait "$serve_pid" 2>/dev/null || true' EXIT
 for _ in $(seq 50); do
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
     sleep 0.1
@@ -23,9 +26,9 @@ if [ "$port" != 5055 ]; then
 fi
 
 if docker version >/dev/null 2>&1; then
-    "$ferry" warmup -i "$inventory" --host demo-node
+    "${ferry[@]}" warmup -i "$inventory" --host demo-node
     docker image ls "127.0.0.1:$port/demochromium"
 else
     echo "no Docker engine answers: warming up into the OCI layout target/demo-oci instead"
-    "$ferry" warmup -i "$inventory" --host demo-node --to oci:target/demo-oci
+    "${ferry[@]}" warmup -i "$inventory" --host demo-node --to oci:target/demo-oci
 fi
