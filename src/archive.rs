@@ -1,7 +1,7 @@
 //! Docker-compatible image archives written as a stream, so images reach `POST /images/load`
 //! without a second full copy on disk.
 //!
-//! The archive holds `manifest.json` (which Docker's classic image store requires), each config
+//! The archive contains `manifest.json` (which Docker's classic image store requires), each config
 //! as `blobs/sha256/<hex>`, and each layer file as stored in the cache (usually compressed; the
 //! engine decompresses it). A layer whose chain the engine already has is listed in
 //! `manifest.json` but its file is left out: the engine's loader does not open it.
@@ -28,8 +28,8 @@ pub struct ArchiveImage {
     pub layers: Vec<ArchiveLayer>,
 }
 
-/// A layer file: its name in the archive comes from `digest`; `source` is `None` when the engine
-/// already has the layer and the file is left out.
+/// A layer file of the archive, named after `digest`. `source` is `None` when the engine already
+/// has the layer, so the file is left out.
 #[derive(Clone, Debug)]
 pub struct ArchiveLayer {
     pub digest: Digest,
@@ -61,7 +61,7 @@ pub fn payload_size(images: &[ArchiveImage]) -> u64 {
 }
 
 /// Streams a tar archive of `images`. Each blob is written once even when images share it.
-/// A read error ends the stream with that error, so the engine sees a failed upload.
+/// A read error ends the stream with that error, so the engine receives a failed upload.
 pub fn docker_archive(images: Vec<ArchiveImage>) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
     let (sender, receiver) = mpsc::channel(8);
     tokio::task::spawn_blocking(move || {
@@ -163,7 +163,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn shared_layers_are_written_once_and_present_ones_left_out() {
+    async fn archive_shares_and_omits_layers() {
         let dir = tempfile::tempdir().unwrap();
         let (base, base_path) = layer_file(dir.path(), b"base layer");
         let (top, top_path) = layer_file(dir.path(), b"top layer");

@@ -1,8 +1,8 @@
 //! The blob cache: a folder of verified blobs named by digest, and of partial downloads that a
 //! later run resumes instead of starting over.
 //!
-//! Layout: `<root>/blobs/sha256/<hex>` holds complete, verified blobs; `<root>/partial/sha256/<hex>`
-//! holds the first bytes of an interrupted download. A file moves from `partial/` to `blobs/` by
+//! Layout: `<root>/blobs/sha256/<hex>` contains complete, verified blobs. `<root>/partial/sha256/<hex>`
+//! contains the first bytes of an interrupted download. A file moves from `partial/` to `blobs/` by
 //! an atomic rename once its size and digest are checked.
 
 use std::path::{Path, PathBuf};
@@ -19,7 +19,7 @@ impl BlobCache {
         BlobCache { root: root.into() }
     }
 
-    /// The default folder: `$FERRY_CACHE_DIR`, else `$XDG_CACHE_HOME/ferry` (`~/.cache/ferry`).
+    /// Returns the default folder: `$FERRY_CACHE_DIR`, else `$XDG_CACHE_HOME/ferry` (`~/.cache/ferry`).
     pub fn default_root() -> PathBuf {
         if let Some(dir) = std::env::var_os("FERRY_CACHE_DIR").filter(|d| !d.is_empty()) {
             return PathBuf::from(dir);

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 /// Space needed on one filesystem against what it has free.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct SpaceCheck {
-    /// The folder measured (the filesystem that holds it).
+    /// Folder measured, standing for the filesystem that contains it.
     pub path: PathBuf,
-    /// What the space is for, such as "blob cache" or "Docker data root".
+    /// Uses of the space, such as "blob cache" or "Docker data root".
     pub purposes: Vec<String>,
     pub needed_bytes: u64,
     /// Part of `needed_bytes` that is an estimate (unpacked layer sizes are unknown in advance).

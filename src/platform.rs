@@ -38,7 +38,7 @@ impl Platform {
         Platform { os, architecture, variant }
     }
 
-    /// The platform of the machine ferry runs on.
+    /// Returns the platform of the machine ferry runs on.
     pub fn host() -> Platform {
         Platform::new("linux", std::env::consts::ARCH, None)
     }

@@ -29,7 +29,7 @@ pub struct Reference {
     pub digest: Option<Digest>,
 }
 
-/// Why a reference or a registry address was rejected.
+/// Error for a rejected reference or registry address.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ReferenceError {
     #[error("invalid image reference {entry:?}: {rule}")]
@@ -110,8 +110,8 @@ impl Reference {
         Ok(Reference { registry: host.to_owned(), repository: name, tag, digest })
     }
 
-    /// Expands a warmup entry: a short name (`chromium`, `ssh:2.1`) becomes
-    /// `<registry>[/<namespace>]/<prefix><name>:<tag or latest>`; a full reference passes through
+    /// Expands a warmup entry. A short name (`chromium`, `ssh:2.1`) becomes
+    /// `<registry>[/<namespace>]/<prefix><name>:<tag or latest>`. A full reference passes through,
     /// with `latest` added when it names neither tag nor digest.
     pub fn expand(entry: &str, registry: Option<&RegistryUrl>, prefix: &str) -> Result<Reference, ReferenceError> {
         let entry = entry.trim();
@@ -150,7 +150,7 @@ impl Reference {
         Ok(reference)
     }
 
-    /// The tag or digest to ask the registry for; the digest wins when both are set.
+    /// Returns the tag or digest to request from the registry. The digest wins when both are set.
     pub fn lookup(&self) -> String {
         match (&self.digest, &self.tag) {
             (Some(digest), _) => digest.to_string(),

@@ -24,7 +24,7 @@ use crate::progress::Progress;
 use crate::reference::Reference;
 use crate::registry::{blob, Client, RegistryError, ResolvedImage};
 
-/// Why an image could not be planned or transferred, or why planning failed as a whole.
+/// Error that stopped one image from being planned or transferred, or stopped planning as a whole.
 #[derive(Debug, thiserror::Error)]
 pub enum WarmupError {
     #[error(transparent)]
@@ -57,7 +57,7 @@ fn io_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> WarmupErro
 /// Container layers usually compress 2 to 3 times, so 3 errs on the safe side.
 const UNPACK_ESTIMATE_FACTOR: u64 = 3;
 
-/// Where images go.
+/// Destination of a warmup.
 pub enum Target {
     Docker { engine: Engine, info: EngineInfo },
     Layout { path: PathBuf },
@@ -122,7 +122,7 @@ pub struct Prepared {
     pub resolved: ResolvedImage,
     pub config: Vec<u8>,
     pub layers: Vec<LayerPlan>,
-    /// True when the target already holds this exact image under the requested name.
+    /// True when the target already contains this exact image under the requested name.
     pub present: bool,
 }
 
@@ -145,7 +145,7 @@ pub struct PlannedImage {
     pub prepared: Result<Prepared, String>,
 }
 
-/// What a warmup will do: per image, and the space it needs.
+/// Warmup plan: the action for each image, and the space they need.
 #[derive(Debug)]
 pub struct Plan {
     pub images: Vec<PlannedImage>,

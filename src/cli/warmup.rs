@@ -46,7 +46,7 @@ pub struct WarmupArgs {
     /// Platform to pick from multi-platform images, such as linux/arm64 (default: this machine's).
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     pub platform: Option<Platform>,
-    /// Where images go: `docker` (the engine at DOCKER_HOST or the local socket) or `oci:PATH`.
+    /// Destination of the images: `docker` (the engine at DOCKER_HOST or the local socket) or `oci:PATH`.
     #[arg(long, value_name = "TARGET", default_value = "docker")]
     pub to: String,
     /// Folder for downloaded and partial blobs (default: $FERRY_CACHE_DIR, else ~/.cache/ferry).

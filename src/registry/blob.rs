@@ -12,7 +12,7 @@ use crate::digest::{Digest, Hasher};
 use crate::manifest::Descriptor;
 use crate::reference::Reference;
 
-/// How a blob reached the cache.
+/// Origin of a blob that [`download`] put in the cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fetched {
     /// It was already complete in the cache.

@@ -1,9 +1,9 @@
 //! Registry client for the pull side of the OCI distribution API.
 //!
-//! Built on `reqwest` rather than a registry crate because ferry needs control over each step that
-//! such crates leave out or hide: retries with backoff for 429 and 502/503/504, `Range` resumes
-//! that continue a running hash, redirects that drop `Authorization` when they leave the registry,
-//! and per-host TLS roots following Docker's `certs.d` convention.
+//! It is built on `reqwest` rather than a registry crate, because ferry needs control over steps
+//! that such crates leave out or hide. These are retries with backoff for 429 and 502/503/504,
+//! `Range` resumes that continue a running hash, redirects that drop `Authorization` when they
+//! leave the registry, and per-host TLS roots following Docker's `certs.d` convention.
 
 mod auth;
 pub mod blob;
@@ -46,7 +46,7 @@ pub struct ClientOptions {
     pub plain_http: Vec<String>,
     pub retry: RetryPolicy,
     pub connect_timeout: Duration,
-    /// Longest wait for the next bytes of a response before the attempt counts as failed.
+    /// Maximum wait for the next bytes of a response before the attempt counts as failed.
     pub read_timeout: Duration,
 }
 
@@ -172,7 +172,7 @@ impl Client {
         format!("{scheme}://{host}")
     }
 
-    /// The HTTP client for one host, with the system roots, `--ca-file` and the host's certs.d CAs.
+    /// Returns the HTTP client for one host, with the system roots, `--ca-file` and the host's certs.d CAs.
     fn http_for(&self, host_port: &str) -> Result<reqwest::Client, RegistryError> {
         if let Some(client) = self.http.lock().unwrap().get(host_port) {
             return Ok(client.clone());
@@ -528,7 +528,7 @@ impl Client {
     }
 
     /// Starts a blob download at byte `offset` (a `Range` request when non-zero). The caller checks
-    /// whether the answer is 206 (resumed) or 200 (from the start).
+    /// whether the response is 206 (resumed) or 200 (from the start).
     pub(crate) async fn blob_response(&self, reference: &Reference, digest: &Digest, offset: u64) -> Result<Response, RegistryError> {
         let what = format!("blob {digest} of {}", reference.name());
         let mut headers = HeaderMap::new();
@@ -615,7 +615,7 @@ fn classify_send_error(host: &str, error: reqwest::Error) -> RegistryError {
     RegistryError::Unreachable { host: host.to_owned(), detail }
 }
 
-/// The first error code of a distribution error body, such as `MANIFEST_UNKNOWN`.
+/// Reads the first error code of a distribution error body, such as `MANIFEST_UNKNOWN`.
 async fn error_code(response: Response) -> Option<String> {
     let body: serde_json::Value = response.json().await.ok()?;
     body["errors"][0]["code"].as_str().map(str::to_owned)
