@@ -8,27 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, PoisonError};
 
-use common::{docker_inspect, FerryEnv, RepoGuard};
+use common::{docker_inspect, free_port, FerryEnv, RepoGuard, FERRY_VARIABLES, PROXY_VARIABLES};
 use serde_json::Value;
-
-/// Variables that would change what the demo does if the caller's shell set them: ferry's
-/// settings, which override the demo inventory, and proxies, which would take the loopback
-/// requests elsewhere.
-const CLEARED_VARIABLES: [&str; 13] = [
-    "REGISTRY_URL",
-    "REGISTRY_ENV",
-    "REGISTRY_USERNAME",
-    "REGISTRY_PASSWORD",
-    "PROVISION_IMAGE_WARMUP",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-    "ALL_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
-    "all_proxy",
-];
 
 /// Serializes the demo runs. Both tests build into the same target folder, and one build must
 /// not replace the ferry binary while the other test's script runs it.
@@ -105,15 +86,6 @@ fn clone_target_dir() -> PathBuf {
     }
 }
 
-/// Returns a loopback TCP port that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("failed to bind 127.0.0.1:0");
-    listener
-        .local_addr()
-        .expect("failed to read the local address of a bound socket")
-        .port()
-}
-
 /// Runs `bash scripts/demo.sh` in `clone` with the demo registry on `port`, plus `extra_env`.
 fn run_demo(env: &FerryEnv, clone: &Path, port: u16, extra_env: &[(&str, &str)]) -> Output {
     let mut command = Command::new("bash");
@@ -124,7 +96,9 @@ fn run_demo(env: &FerryEnv, clone: &Path, port: u16, extra_env: &[(&str, &str)])
         .env("CARGO_TARGET_DIR", clone_target_dir())
         .env("DOCKER_CONFIG", env.docker_config_dir())
         .env("FERRY_CACHE_DIR", env.cache_dir());
-    for variable in CLEARED_VARIABLES {
+    // ferry's settings would override the demo inventory, and proxies would take the loopback
+    // requests elsewhere.
+    for variable in FERRY_VARIABLES.iter().chain(PROXY_VARIABLES.iter()) {
         command.env_remove(variable);
     }
     command.envs(extra_env.iter().copied());

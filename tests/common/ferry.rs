@@ -9,7 +9,7 @@ use tempfile::TempDir;
 use super::registry::PROXY_VARIABLES;
 
 /// Variables ferry reads for its settings. Tests set them explicitly when they need them.
-const FERRY_VARIABLES: [&str; 5] = [
+pub const FERRY_VARIABLES: [&str; 5] = [
     "REGISTRY_URL",
     "REGISTRY_ENV",
     "REGISTRY_USERNAME",

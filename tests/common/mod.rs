@@ -49,13 +49,13 @@ mod token;
 
 pub use docker::{docker_inspect, docker_load, docker_remove_repo, unique_repo, RepoGuard};
 pub use fault_proxy::{Fault, FaultId, FaultProxy, FaultRule, ProxiedRequest};
-pub use ferry::{ferry_cmd, write_docker_auth, FerryCmd, FerryEnv};
+pub use ferry::{ferry_cmd, write_docker_auth, FerryCmd, FerryEnv, FERRY_VARIABLES};
 pub use image::{
     BuiltImage, BuiltIndex, BuiltLayer, Compression, ImageBuilder, IndexBuilder, LayerSpec,
     MediaTypes, OciLayout,
 };
 pub use pki::Pki;
-pub use registry::{skopeo, skopeo_output, LoggedRequest, Registry};
+pub use registry::{skopeo, skopeo_output, LoggedRequest, Registry, PROXY_VARIABLES};
 pub use token::{TokenOptions, TokenRequest, TokenServer, TokenUser};
 
 use std::future::Future;
@@ -108,7 +108,7 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
 ///
 /// The port is released before the caller binds it again, so another process could take it in
 /// between. [`Registry`] retries with a new port when that happens.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("failed to bind 127.0.0.1:0");
     listener
         .local_addr()

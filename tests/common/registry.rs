@@ -21,7 +21,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Proxy variables removed from every child process, so loopback traffic never leaves through
 /// a proxy configured on the machine.
-pub(crate) const PROXY_VARIABLES: [&str; 8] = [
+pub const PROXY_VARIABLES: [&str; 8] = [
     "HTTP_PROXY",
     "HTTPS_PROXY",
     "NO_PROXY",
