@@ -64,4 +64,13 @@ impl BlobCache {
             }
         }
     }
+
+    /// Removes the cache's folders when they are empty, so a run that left nothing to resume
+    /// leaves no trace.
+    pub fn remove_empty_folders(&self) {
+        for folder in ["blobs/sha256", "blobs", "partial/sha256", "partial", "unpacked"] {
+            // remove_dir fails on a folder that still has files, which is the point.
+            let _ = std::fs::remove_dir(self.root.join(folder));
+        }
+    }
 }

@@ -316,6 +316,7 @@ pub async fn execute(client: &Client, target: &Target, cache: &BlobCache, plan: 
         for digest in used_by_success.difference(&used_by_failure) {
             cache.remove(digest);
         }
+        cache.remove_empty_folders();
     }
     outcomes
 }
