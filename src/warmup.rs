@@ -12,7 +12,7 @@ use std::time::Instant;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use crate::archive::{self, ArchiveImage, ArchiveLayer};
+use crate::archive::{self, ArchiveImage, ArchiveLayer, BlobSource};
 use crate::cache::BlobCache;
 use crate::digest::{Digest, Hasher};
 use crate::disk::{self, Demand, SpaceCheck};
@@ -403,10 +403,10 @@ async fn load_into_docker(engine: &Engine, info: &EngineInfo, cache: &BlobCache,
                 unpacked.insert(layer.diff_id.clone(), unpacked_layer);
             }
             let (path, size) = unpacked[&layer.diff_id].clone();
-            layers.push(ArchiveLayer { digest: layer.diff_id.clone(), size, source: Some(path) });
+            layers.push(ArchiveLayer { digest: layer.diff_id.clone(), size, source: Some(BlobSource::File(path)) });
             continue;
         }
-        layers.push(ArchiveLayer { digest: descriptor.digest.clone(), size: descriptor.size, source: Some(cache.blob_path(&descriptor.digest)) });
+        layers.push(ArchiveLayer { digest: descriptor.digest.clone(), size: descriptor.size, source: Some(BlobSource::File(cache.blob_path(&descriptor.digest))) });
     }
     if reference.tag.is_none() {
         // NOTE: docker load cannot record a repository digest, so a digest-only reference is

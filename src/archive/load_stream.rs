@@ -8,7 +8,6 @@
 
 use std::collections::HashSet;
 use std::io::Write;
-use std::path::PathBuf;
 
 use bytes::Bytes;
 use futures::Stream;
@@ -16,6 +15,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::BlobSource;
 use crate::digest::Digest;
 
 /// One image of an archive.
@@ -34,7 +34,7 @@ pub struct ArchiveImage {
 pub struct ArchiveLayer {
     pub digest: Digest,
     pub size: u64,
-    pub source: Option<PathBuf>,
+    pub source: Option<BlobSource>,
 }
 
 #[derive(Serialize)]
@@ -86,7 +86,7 @@ fn write_archive(writer: ChannelWriter, images: &[ArchiveImage]) -> std::io::Res
             if !written.insert(layer.digest.clone()) {
                 continue;
             }
-            let file = fs_err::File::open(source)?;
+            let file = source.open()?;
             let mut header = tar_header(layer.size);
             builder.append_data(&mut header, member(&layer.digest), file)?;
         }
@@ -154,6 +154,7 @@ impl Write for ChannelWriter {
 mod tests {
     use super::*;
     use futures::TryStreamExt;
+    use std::path::PathBuf;
 
     fn layer_file(dir: &std::path::Path, content: &[u8]) -> (Digest, PathBuf) {
         let digest = Digest::of(content);
@@ -177,11 +178,11 @@ mod tests {
         let images = vec![
             image(b"{\"a\":1}", "r.example/a:1", vec![
                 ArchiveLayer { digest: kept.clone(), size: 20, source: None },
-                ArchiveLayer { digest: base.clone(), size: 10, source: Some(base_path.clone()) },
+                ArchiveLayer { digest: base.clone(), size: 10, source: Some(BlobSource::File(base_path.clone())) },
             ]),
             image(b"{\"b\":1}", "r.example/b:1", vec![
-                ArchiveLayer { digest: base.clone(), size: 10, source: Some(base_path) },
-                ArchiveLayer { digest: top.clone(), size: 9, source: Some(top_path) },
+                ArchiveLayer { digest: base.clone(), size: 10, source: Some(BlobSource::File(base_path)) },
+                ArchiveLayer { digest: top.clone(), size: 9, source: Some(BlobSource::File(top_path)) },
             ]),
         ];
         assert_eq!(payload_size(&images), 19);
@@ -215,7 +216,7 @@ mod tests {
             config_digest: Digest::of(b"{}"),
             config: b"{}".to_vec(),
             repo_tags: vec![],
-            layers: vec![ArchiveLayer { digest: Digest::of(b"x"), size: 1, source: Some(PathBuf::from("/nonexistent/ferry-layer")) }],
+            layers: vec![ArchiveLayer { digest: Digest::of(b"x"), size: 1, source: Some(BlobSource::File(PathBuf::from("/nonexistent/ferry-layer"))) }],
         }];
         let result: Result<Vec<Bytes>, _> = docker_archive(images).try_collect().await;
         let err = result.unwrap_err();

@@ -1,0 +1,8 @@
+//! Image archives: the stream ferry sends to Docker's `POST /images/load`, and the tar files that
+//! carry images across an air gap.
+
+pub mod load_stream;
+pub mod parts;
+
+pub use load_stream::{docker_archive, payload_size, ArchiveImage, ArchiveLayer};
+pub use parts::{BlobSource, Parts};
