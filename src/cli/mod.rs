@@ -2,6 +2,7 @@
 
 mod output;
 mod serve;
+mod settings;
 mod warmup;
 
 use std::path::PathBuf;

@@ -1,48 +1,23 @@
 //! `ferry warmup`: settings, plan, disk check, transfer, report.
 
-use std::collections::BTreeSet;
-use std::io::Read;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
 
 use ferry::cache::BlobCache;
-use ferry::credentials::{self, Credential};
 use ferry::engine::Engine;
 use ferry::platform::Platform;
-use ferry::registry::{Client, ClientOptions, RetryPolicy};
-use ferry::settings::{self, Overrides, Secret, Settings};
+use ferry::settings;
 use ferry::warmup::{self, Status, Target, WarmupOptions};
 
 use super::output::{self, Reporter};
+use super::settings::SettingsArgs;
 use super::{RegistryArgs, EXIT_IMAGE_FAILED, EXIT_OK, EXIT_SETUP};
 
 #[derive(Args, Debug)]
 pub struct WarmupArgs {
-    /// Ansible YAML inventory to read REGISTRY_URL, REGISTRY_ENV, REGISTRY_USERNAME,
-    /// REGISTRY_PASSWORD and PROVISION_IMAGE_WARMUP from.
-    #[arg(short, long, value_name = "FILE")]
-    pub inventory: Option<PathBuf>,
-    /// Inventory host whose variables apply (default: this machine's hostname if the inventory
-    /// lists it, else the `all` group).
-    #[arg(long, value_name = "NAME")]
-    pub host: Option<String>,
-    /// Registry address, such as registry.example.com or 10.0.0.5:5000/team (overrides REGISTRY_URL).
-    #[arg(long, value_name = "URL")]
-    pub registry_url: Option<String>,
-    /// Prefix added to short image names (overrides REGISTRY_ENV).
-    #[arg(long, value_name = "PREFIX")]
-    pub registry_env: Option<String>,
-    /// Registry user (overrides REGISTRY_USERNAME).
-    #[arg(long, value_name = "USER")]
-    pub username: Option<String>,
-    /// Read the registry password from standard input (overrides REGISTRY_PASSWORD).
-    #[arg(long)]
-    pub password_stdin: bool,
-    /// Image to preload, short name or full reference; repeatable (overrides PROVISION_IMAGE_WARMUP).
-    #[arg(long = "warmup", visible_alias = "image", value_name = "REF")]
-    pub images: Vec<String>,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
     /// Platform to pick from multi-platform images, such as linux/arm64 (default: this machine's).
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     pub platform: Option<Platform>,
@@ -72,13 +47,13 @@ pub struct WarmupArgs {
 }
 
 pub async fn run(args: WarmupArgs, quiet: bool) -> anyhow::Result<u8> {
-    let settings = load_settings(&args)?;
+    let settings = args.settings.load()?;
     let references = settings::images(&settings)?;
     for warning in output::registry_mismatches(&settings, &references) {
         tracing::warn!("{warning}");
     }
 
-    let client = build_client(&args, &settings, &references).await?;
+    let client = args.settings.client(&args.registry, &settings, &references).await?;
     let target = match args.to.as_str() {
         "docker" => {
             let engine = Engine::connect().await?;
@@ -121,77 +96,4 @@ pub async fn run(args: WarmupArgs, quiet: bool) -> anyhow::Result<u8> {
     output::print_outcomes(&outcomes, &target, args.json);
     let all_ok = outcomes.iter().all(|o| o.status != Status::Failed);
     Ok(if all_ok { EXIT_OK } else { EXIT_IMAGE_FAILED })
-}
-
-fn load_settings(args: &WarmupArgs) -> anyhow::Result<Settings> {
-    let password = if args.password_stdin {
-        let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).context("cannot read the password from standard input")?;
-        let text = text.trim_end_matches(['\r', '\n']).to_owned();
-        if text.is_empty() {
-            anyhow::bail!("--password-stdin was given but standard input is empty");
-        }
-        Some(Secret::new(text))
-    } else {
-        None
-    };
-    let overrides = Overrides {
-        registry_url: args.registry_url.clone(),
-        registry_env: args.registry_env.clone(),
-        username: args.username.clone(),
-        warmup: args.images.clone(),
-        password,
-    };
-    let env = |name: &str| std::env::var(name).ok();
-    Ok(settings::resolve(args.inventory.as_deref(), args.host.as_deref(), &env, &overrides)?)
-}
-
-/// Builds the registry client with the credential of each registry host in the list: the
-/// inventory's user and password for REGISTRY_URL's host, Docker's config.json for the others
-/// (and for REGISTRY_URL's host when no password is set).
-async fn build_client(args: &WarmupArgs, settings: &Settings, references: &[ferry::reference::Reference]) -> anyhow::Result<Client> {
-    let mut plain_http = args.registry.plain_http.clone();
-    if let Some(url) = settings.registry_url.as_ref().filter(|u| u.value.plain_http) {
-        plain_http.push(url.value.host.clone());
-    }
-    let options = ClientOptions {
-        ca_files: args.registry.ca_files.clone(),
-        certs_dir: Some(args.registry.certs_dir.clone()),
-        plain_http,
-        retry: RetryPolicy { attempts: args.registry.attempts.max(1), ..RetryPolicy::default() },
-        ..ClientOptions::default()
-    };
-    let mut client = Client::new(options);
-    let hosts: BTreeSet<&str> = references.iter().map(|r| r.registry.as_str()).collect();
-    // The settings' user and password belong to REGISTRY_URL's host; without REGISTRY_URL they
-    // belong to the registry of the list when there is only one.
-    let main_host = match &settings.registry_url {
-        Some(url) => Some(url.value.host.clone()),
-        None if hosts.len() == 1 => hosts.first().map(|h| h.to_string()),
-        None => None,
-    };
-    let env = |name: &str| std::env::var(name).ok();
-    let config_dir = credentials::docker_config_dir(&env);
-    for host in hosts {
-        let is_main = Some(host) == main_host.as_deref();
-        if is_main {
-            if let (Some(user), Some(password)) = (&settings.username, &settings.password) {
-                client.set_credential(host, Credential::Basic { username: user.value.clone(), password: Secret::new(password.value.expose().to_owned()) });
-                continue;
-            }
-        }
-        let found = match &config_dir {
-            Some(dir) => credentials::lookup(dir, host).await?,
-            None => None,
-        };
-        if let Some((credential, origin)) = found {
-            tracing::info!(host, origin = %origin, "using credentials from Docker's configuration");
-            client.set_credential(host, credential);
-        } else if is_main && settings.username.is_some() {
-            anyhow::bail!(
-                "REGISTRY_USERNAME is set but no password was found for {host}: set REGISTRY_PASSWORD in the environment, use --password-stdin, or log in with docker login"
-            );
-        }
-    }
-    Ok(client)
 }
