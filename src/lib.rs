@@ -16,6 +16,7 @@ pub mod platform;
 pub mod progress;
 pub mod reference;
 pub mod registry;
+pub mod save;
 pub mod serve;
 pub mod settings;
 pub mod warmup;

@@ -1,6 +1,7 @@
 //! Command definitions and dispatch.
 
 mod output;
+mod save;
 mod serve;
 mod settings;
 mod warmup;
@@ -34,6 +35,8 @@ pub struct Cli {
 pub enum Command {
     /// Preload the warmup images into Docker (or an OCI layout) from the registry.
     Warmup(Box<warmup::WarmupArgs>),
+    /// Save images from the registry into one archive for an air-gapped site.
+    Save(Box<save::SaveArgs>),
     /// Serve an OCI image layout folder as a read-only registry.
     Serve(serve::ServeArgs),
 }
@@ -58,6 +61,7 @@ pub struct RegistryArgs {
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Warmup(args) => warmup::run(*args, cli.quiet).await,
+        Command::Save(args) => save::run(*args, cli.quiet).await,
         Command::Serve(args) => serve::run(args).await,
     }
 }

@@ -547,7 +547,7 @@ impl Client {
 }
 
 /// Picks the index entry that runs best on `platform`, skipping attestation entries.
-fn select_platform<'a>(entries: &'a [Descriptor], platform: &Platform) -> Option<&'a Descriptor> {
+pub fn select_platform<'a>(entries: &'a [Descriptor], platform: &Platform) -> Option<&'a Descriptor> {
     entries
         .iter()
         .filter_map(|entry| {
@@ -561,7 +561,7 @@ fn select_platform<'a>(entries: &'a [Descriptor], platform: &Platform) -> Option
         .map(|(_, entry)| entry)
 }
 
-fn available_platforms(entries: &[Descriptor]) -> Vec<String> {
+pub fn available_platforms(entries: &[Descriptor]) -> Vec<String> {
     let mut platforms: Vec<String> = entries
         .iter()
         .filter_map(|e| e.platform.as_ref().map(|p| p.to_platform()))
