@@ -120,7 +120,7 @@ impl Reference {
             return Err(invalid("the entry is empty".into()));
         }
         if entry.chars().any(char::is_whitespace) {
-            return Err(invalid("a reference cannot contain spaces".into()));
+            return Err(invalid("a reference cannot contain spaces; separate list entries with commas".into()));
         }
         let first = entry.split('/').next().unwrap_or_default();
         let mut reference = if entry.contains('/') && looks_like_host(first) {

@@ -12,7 +12,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use serde_json::json;
 
@@ -275,12 +274,8 @@ pub async fn execute(client: &Client, cache: &BlobCache, plan: &SavePlan, output
 
     progress.image_started(0, "layers", plan.bytes_to_fetch);
     let on_bytes = |n| progress.image_bytes(0, n);
-    let fetched: Vec<blob::Fetched> = futures::stream::iter(plan.layers.iter())
-        .map(|layer| blob::download(client, &reference_of_layer[&layer.digest], layer, cache, &on_bytes))
-        .buffer_unordered(options.jobs.max(1))
-        .try_collect()
-        .await?;
-    let downloaded_bytes = fetched.iter().map(|f| if let blob::Fetched::Downloaded(n) = f { *n } else { 0 }).sum();
+    let blobs = plan.layers.iter().map(|layer| (&reference_of_layer[&layer.digest], layer));
+    let downloaded_bytes = blob::download_all(client, blobs, cache, options.jobs, &on_bytes).await?;
 
     progress.image_stage(0, "writing the archive");
     let cache_for_write = cache.clone();
@@ -307,7 +302,7 @@ pub async fn execute(client: &Client, cache: &BlobCache, plan: &SavePlan, output
         blobs: plan.layers.len(),
         omitted_blobs: plan.omitted.len(),
         downloaded_bytes,
-        seconds: started.elapsed().as_secs_f64(),
+        seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
     })
 }
 

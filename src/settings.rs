@@ -153,6 +153,8 @@ pub struct InventoryUse {
     pub path: PathBuf,
     /// The host whose view was used, or `None` for the `all` group alone.
     pub host: Option<String>,
+    /// Number of hosts the inventory lists.
+    pub host_count: usize,
     /// Vars files skipped because they are encrypted whole with Ansible Vault.
     pub encrypted_files: Vec<PathBuf>,
 }
@@ -216,12 +218,16 @@ pub fn resolve(
     flags: &Overrides,
 ) -> Result<Settings, SettingsError> {
     let view = match (inventory, host) {
-        (Some(path), host) => Some((path, Inventory::load(path)?.vars_for(host)?)),
+        (Some(path), host) => {
+            let inventory = Inventory::load(path)?;
+            let hosts = inventory.hosts().len();
+            Some((path, inventory.vars_for(host)?, hosts))
+        }
         (None, Some(host)) => return Err(SettingsError::HostWithoutInventory { host: host.to_owned() }),
         (None, None) => None,
     };
     let sources = Sources {
-        view: view.as_ref().map(|(_, view)| view),
+        view: view.as_ref().map(|(_, view, _)| view),
         env,
         flags,
     };
@@ -257,9 +263,10 @@ pub fn resolve(
     };
     let warmup = sources.warmup()?;
 
-    let inventory = view.map(|(path, view)| InventoryUse {
+    let inventory = view.map(|(path, view, host_count)| InventoryUse {
         path: path.to_owned(),
         host: view.host,
+        host_count,
         encrypted_files: view.encrypted_files,
     });
     Ok(Settings {

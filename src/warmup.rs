@@ -9,7 +9,6 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::archive::{self, ArchiveImage, ArchiveLayer, BlobSource};
@@ -321,6 +320,11 @@ pub async fn execute(client: &Client, target: &Target, cache: &BlobCache, plan: 
     outcomes
 }
 
+/// Seconds since `started`, rounded to milliseconds so JSON shows plain decimals.
+fn elapsed_seconds(started: Instant) -> f64 {
+    (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0
+}
+
 fn described(reference: &str, prepared: &Prepared, bytes: u64, started: Instant) -> ImageOutcome {
     ImageOutcome {
         reference: reference.to_owned(),
@@ -329,7 +333,7 @@ fn described(reference: &str, prepared: &Prepared, bytes: u64, started: Instant)
         platform: prepared.resolved.platform.as_ref().map(ToString::to_string),
         status: Status::Changed,
         bytes,
-        seconds: started.elapsed().as_secs_f64(),
+        seconds: elapsed_seconds(started),
         error: None,
     }
 }
@@ -344,7 +348,7 @@ fn failed(reference: &str, prepared: Option<&Prepared>, error: String, bytes: u6
             platform: None,
             status: Status::Failed,
             bytes,
-            seconds: started.elapsed().as_secs_f64(),
+            seconds: elapsed_seconds(started),
             error: None,
         },
     };
@@ -363,15 +367,8 @@ async fn transfer(
     on_stage: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<u64, WarmupError> {
     let reference = &prepared.resolved.reference;
-    let fetched: Vec<blob::Fetched> = futures::stream::iter(prepared.needed_layers())
-        .map(|layer| blob::download(client, reference, &layer.descriptor, cache, on_bytes))
-        .buffer_unordered(options.jobs.max(1))
-        .try_collect()
-        .await?;
-    let bytes = fetched.iter().map(|f| match f {
-        blob::Fetched::Downloaded(n) => *n,
-        blob::Fetched::Cached => 0,
-    }).sum();
+    let blobs = prepared.needed_layers().map(|layer| (reference, &layer.descriptor));
+    let bytes = blob::download_all(client, blobs, cache, options.jobs, on_bytes).await?;
 
     match target {
         Target::Docker { engine, info } => {

@@ -24,7 +24,7 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Log more: -v for progress details, -vv for every request.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
     /// Print only errors and the final result.
     #[arg(short, long, global = true)]
@@ -51,18 +51,37 @@ pub struct RegistryArgs {
     #[arg(long, value_name = "DIR", default_value = "/etc/docker/certs.d")]
     pub certs_dir: PathBuf,
     /// Reach this registry host (host or host:port) over plain HTTP; repeatable.
-    #[arg(long = "plain-http", value_name = "HOST")]
+    #[arg(long = "plain-http", value_name = "HOST", value_parser = parse_plain_http_host)]
     pub plain_http: Vec<String>,
     /// Attempts per registry request, the first included.
-    #[arg(long, value_name = "N", default_value_t = 6)]
+    #[arg(long, value_name = "N", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
     pub attempts: u32,
 }
 
+/// Accepts `host`, `host:port`, or the same written as an `http://` URL.
+fn parse_plain_http_host(value: &str) -> Result<String, String> {
+    let host = value.trim().trim_start_matches("http://").trim_end_matches('/');
+    if host.is_empty() || host.contains('/') || host.contains("://") {
+        return Err(format!("invalid host {value:?}: expected host or host:port, such as 127.0.0.1:5000"));
+    }
+    Ok(host.to_owned())
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
-    match cli.command {
-        Command::Warmup(args) => warmup::run(*args, cli.quiet).await,
-        Command::Save(args) => save::run(*args, cli.quiet).await,
-        Command::Serve(args) => serve::run(args).await,
+    let (json, result) = match cli.command {
+        Command::Warmup(args) => (args.json, warmup::run(*args, cli.quiet).await),
+        Command::Save(args) => (args.json, save::run(*args, cli.quiet).await),
+        Command::Serve(args) => (false, serve::run(args).await),
+    };
+    match result {
+        // With --json, a failure before any image was processed is still one JSON document.
+        Err(err) if json => {
+            let message = ferry::error_message(err.as_ref());
+            output::print_json_error(&message);
+            eprintln!("error: {message}");
+            Ok(EXIT_SETUP)
+        }
+        other => other,
     }
 }
 

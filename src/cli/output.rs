@@ -78,7 +78,10 @@ impl Progress for Reporter {
     fn image_started(&self, index: usize, reference: &str, bytes_total: u64) {
         self.names.lock().unwrap()[index] = reference.to_owned();
         if self.plain {
-            eprintln!("{reference}: downloading {}", HumanBytes(bytes_total));
+            match bytes_total {
+                0 => eprintln!("{reference}: nothing to download"),
+                total => eprintln!("{reference}: downloading {}", HumanBytes(total)),
+            }
             return;
         }
         if self.silent {

@@ -6,7 +6,6 @@ use clap::Args;
 use indicatif::HumanBytes;
 use serde_json::json;
 
-use ferry::cache::BlobCache;
 use ferry::platform::Platform;
 use ferry::save::{self, Platforms, SaveOptions};
 use ferry::settings;
@@ -47,8 +46,8 @@ pub struct SaveArgs {
     #[arg(long)]
     pub keep_cache: bool,
     /// Blobs downloaded at once.
-    #[arg(long, value_name = "N", default_value_t = 4)]
-    pub jobs: usize,
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..64))]
+    pub jobs: u64,
     /// Go on even when the free-space check fails.
     #[arg(long)]
     pub skip_disk_check: bool,
@@ -90,7 +89,11 @@ pub async fn run(mut args: SaveArgs, quiet: bool) -> anyhow::Result<u8> {
     let settings = args.settings.load()?;
     let references = settings::images(&settings)?;
     let client = args.settings.client(&args.registry, &settings, &references).await?;
-    let cache = BlobCache::new(args.cache_dir.clone().unwrap_or_else(BlobCache::default_root));
+    let cache = super::settings::open_cache(args.cache_dir.clone())?;
+    let folder = args.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    if !folder.is_dir() {
+        anyhow::bail!("cannot write {}: the folder {} does not exist", args.output.display(), folder.display());
+    }
     let since = match &args.since {
         Some(path) => save::read_since(path)?,
         None => Default::default(),
@@ -100,7 +103,7 @@ pub async fn run(mut args: SaveArgs, quiet: bool) -> anyhow::Result<u8> {
         node_platform: args.platform.clone(),
         split_size: args.split_size,
         since,
-        jobs: args.jobs,
+        jobs: args.jobs as usize,
         keep_cache: args.keep_cache,
     };
 

@@ -10,8 +10,8 @@ use clap::Args;
 pub struct ServeArgs {
     /// OCI image layout folder to serve (it must hold `oci-layout` and `index.json`).
     pub path: PathBuf,
-    /// Address and port to listen on.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5000")]
+    /// IP address and port to listen on, such as 127.0.0.1:5000 or 0.0.0.0:5000.
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:5000")]
     pub listen: SocketAddr,
 }
 
@@ -19,7 +19,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     let layout = ferry::layout::Layout::open(&args.path)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+        .with_context(|| format!("cannot listen on {}: choose another --listen address or port", args.listen))?;
     let address = listener.local_addr()?;
     eprintln!("serving {} read-only on http://{address} (Ctrl-C or SIGTERM stops)", args.path.display());
     let shutdown = async {

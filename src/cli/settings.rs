@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
+use ferry::cache::BlobCache;
 use ferry::credentials::{self, Credential};
 use ferry::reference::Reference;
 use ferry::registry::{Client, ClientOptions, RetryPolicy};
@@ -51,7 +52,7 @@ impl SettingsArgs {
             std::io::stdin().read_to_string(&mut text).context("cannot read the password from standard input")?;
             let text = text.trim_end_matches(['\r', '\n']).to_owned();
             if text.is_empty() {
-                anyhow::bail!("--password-stdin was given but standard input is empty");
+                anyhow::bail!("--password-stdin was given but standard input is empty: pipe the password in, for example printenv REGISTRY_PASSWORD | ferry ... --password-stdin");
             }
             Some(Secret::new(text))
         } else {
@@ -65,7 +66,9 @@ impl SettingsArgs {
             password,
         };
         let env = |name: &str| std::env::var(name).ok();
-        Ok(settings::resolve(self.inventory.as_deref(), self.host.as_deref(), &env, &overrides)?)
+        let settings = settings::resolve(self.inventory.as_deref(), self.host.as_deref(), &env, &overrides)?;
+        report_sources(&settings);
+        Ok(settings)
     }
 
     /// Builds the registry client with the credential of each registry host in the list: the
@@ -117,4 +120,44 @@ impl SettingsArgs {
         }
         Ok(client)
     }
+}
+
+/// Says which inventory view and which sources the settings came from: a warning when the
+/// inventory lists hosts but none applied, details with -v.
+fn report_sources(settings: &Settings) {
+    if let Some(inventory) = &settings.inventory {
+        match &inventory.host {
+            Some(host) => tracing::info!("settings from {}, variables of host {host}", inventory.path.display()),
+            None if inventory.host_count > 0 => tracing::warn!(
+                "this machine is not one of the {} hosts of {}, so only its `all` variables apply; pass --host NAME to use a host's variables",
+                inventory.host_count,
+                inventory.path.display()
+            ),
+            None => tracing::info!("settings from {}, `all` variables", inventory.path.display()),
+        }
+        for file in &inventory.encrypted_files {
+            tracing::warn!("skipped {}: it is encrypted with Ansible Vault", file.display());
+        }
+    }
+    if let Some(url) = &settings.registry_url {
+        tracing::info!("REGISTRY_URL {} from {}", url.value, url.source);
+    }
+    tracing::info!("REGISTRY_ENV {:?} from {}", settings.registry_env.value, settings.registry_env.source);
+    if let Some(user) = &settings.username {
+        tracing::info!("REGISTRY_USERNAME {} from {}", user.value, user.source);
+    }
+    match (&settings.password, &settings.username) {
+        (Some(password), Some(_)) => tracing::info!("REGISTRY_PASSWORD from {}", password.source),
+        (Some(password), None) => tracing::warn!("REGISTRY_PASSWORD is set (from {}) but REGISTRY_USERNAME is not, so the password is not used", password.source),
+        (None, _) => {}
+    }
+    tracing::info!("PROVISION_IMAGE_WARMUP {:?} from {}", settings.warmup.value, settings.warmup.source);
+}
+
+/// Opens the blob cache (`--cache-dir`, else the default folder), creating it, so that an
+/// unusable folder stops the run before any download.
+pub fn open_cache(dir: Option<PathBuf>) -> anyhow::Result<BlobCache> {
+    let root = dir.unwrap_or_else(BlobCache::default_root);
+    std::fs::create_dir_all(&root).map_err(|err| anyhow::anyhow!("cannot create the cache folder {}: {err}; choose another --cache-dir", root.display()))?;
+    Ok(BlobCache::new(root))
 }

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use ferry::cache::BlobCache;
 use ferry::engine::Engine;
 use ferry::platform::Platform;
 use ferry::settings;
@@ -31,8 +30,8 @@ pub struct WarmupArgs {
     #[arg(long)]
     pub keep_cache: bool,
     /// Blobs downloaded at once.
-    #[arg(long, value_name = "N", default_value_t = 4)]
-    pub jobs: usize,
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..64))]
+    pub jobs: u64,
     /// Go on even when the free-space check fails.
     #[arg(long)]
     pub skip_disk_check: bool,
@@ -61,14 +60,17 @@ pub async fn run(args: WarmupArgs, quiet: bool) -> anyhow::Result<u8> {
             Target::Docker { engine, info }
         }
         other => match other.strip_prefix("oci:") {
-            Some(path) if !path.is_empty() => Target::Layout { path: PathBuf::from(path) },
+            Some(path) if !path.is_empty() => {
+                check_layout_folder(std::path::Path::new(path))?;
+                Target::Layout { path: PathBuf::from(path) }
+            }
             _ => anyhow::bail!("invalid --to {other:?}: use `docker` or `oci:PATH`"),
         },
     };
-    let cache = BlobCache::new(args.cache_dir.clone().unwrap_or_else(BlobCache::default_root));
+    let cache = super::settings::open_cache(args.cache_dir.clone())?;
     let options = WarmupOptions {
         platform: args.platform.clone().unwrap_or_else(Platform::host),
-        jobs: args.jobs,
+        jobs: args.jobs as usize,
         keep_cache: args.keep_cache,
     };
 
@@ -96,4 +98,16 @@ pub async fn run(args: WarmupArgs, quiet: bool) -> anyhow::Result<u8> {
     output::print_outcomes(&outcomes, &target, args.json);
     let all_ok = outcomes.iter().all(|o| o.status != Status::Failed);
     Ok(if all_ok { EXIT_OK } else { EXIT_IMAGE_FAILED })
+}
+
+/// Rejects an `oci:` target that cannot become an OCI layout, before anything is downloaded.
+fn check_layout_folder(path: &std::path::Path) -> anyhow::Result<()> {
+    if path.exists() && !path.is_dir() {
+        anyhow::bail!("--to oci:{}: this is a file, not a folder; name a new or existing layout folder", path.display());
+    }
+    let has_entries = path.read_dir().map(|mut entries| entries.next().is_some()).unwrap_or(false);
+    if has_entries && !path.join("oci-layout").exists() {
+        anyhow::bail!("--to oci:{}: the folder is not empty and is not an OCI layout (no oci-layout file); name a new folder", path.display());
+    }
+    Ok(())
 }

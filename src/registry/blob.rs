@@ -184,6 +184,30 @@ async fn rehash_prefix(partial: &std::path::Path, size: u64) -> Result<(Hasher, 
     .expect("rehash task panicked")
 }
 
+/// Downloads several blobs at once, `jobs` at a time. A failure does not cancel the others, so
+/// every blob that can complete lands in the cache for the next run; the first error is returned.
+pub async fn download_all<'a>(
+    client: &Client,
+    blobs: impl Iterator<Item = (&'a Reference, &'a Descriptor)>,
+    cache: &BlobCache,
+    jobs: usize,
+    on_bytes: &(dyn Fn(u64) + Send + Sync),
+) -> Result<u64, RegistryError> {
+    use futures::StreamExt;
+    let results: Vec<Result<Fetched, RegistryError>> = futures::stream::iter(blobs)
+        .map(|(reference, descriptor)| download(client, reference, descriptor, cache, on_bytes))
+        .buffer_unordered(jobs.max(1))
+        .collect()
+        .await;
+    let mut downloaded = 0;
+    for result in results {
+        if let Fetched::Downloaded(bytes) = result? {
+            downloaded += bytes;
+        }
+    }
+    Ok(downloaded)
+}
+
 /// Verifies a digest over a complete file, for blobs taken from elsewhere on disk.
 pub fn verify_file(path: &std::path::Path, expected: &Digest, size: u64) -> Result<(), RegistryError> {
     let mut file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;

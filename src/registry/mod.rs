@@ -79,6 +79,8 @@ pub enum RegistryError {
     TokenRejected { registry: String, realm: String, user: String },
     #[error("no space left on the device holding {}: free some space, or point --cache-dir at a larger filesystem, then run ferry again", path.display())]
     DiskFull { path: PathBuf },
+    #[error("skipped because registry {host} failed earlier in this run: {earlier}")]
+    FailedEarlier { host: String, earlier: String },
     #[error("registry {registry} requires credentials: set REGISTRY_USERNAME and REGISTRY_PASSWORD (environment or --password-stdin), or log in with docker login")]
     CredentialsRequired { registry: String },
     #[error("access to {what} denied for {user} (HTTP {status}): the account lacks pull permission, or the repository name (REGISTRY_ENV prefix) is wrong")]
@@ -89,7 +91,7 @@ pub enum RegistryError {
     BlobNotFound { name: String, digest: Digest },
     #[error("{what}: unexpected HTTP {status}{detail}")]
     Status { what: String, status: u16, detail: String },
-    #[error("{what}: gave up after {attempts} attempts, last error: {last}")]
+    #[error("{what}: gave up after {attempts} {}, last error: {last}", if *attempts == 1 { "attempt" } else { "attempts" })]
     RetriesExhausted { what: String, attempts: u32, last: String },
     #[error("{what}: digest mismatch: expected {expected}, got {actual}; the data was corrupted in transit or by the registry")]
     DigestMismatch { what: String, expected: Digest, actual: Digest },
@@ -97,7 +99,7 @@ pub enum RegistryError {
     SizeMismatch { what: String, expected: u64, actual: u64 },
     #[error("{what} is larger than {limit} bytes, which ferry does not accept for a manifest or config")]
     TooLarge { what: String, limit: u64 },
-    #[error("image {reference} has no variant for platform {wanted}; available: {}; choose one with --platform", available.join(", "))]
+    #[error("image {reference} has no image for platform {wanted}; available: {}; choose one with --platform", available.join(", "))]
     PlatformNotFound { reference: String, wanted: String, available: Vec<String> },
     #[error("token server {realm}: {detail}")]
     TokenServer { realm: String, detail: String },
@@ -139,6 +141,8 @@ pub struct Client {
     credentials: HashMap<String, Credential>,
     http: Mutex<HashMap<String, reqwest::Client>>,
     challenges: tokio::sync::Mutex<HashMap<String, Challenge>>,
+    /// Hosts whose `/v2/` check failed in this run, with the error.
+    unreachable: Mutex<HashMap<String, String>>,
     tokens: Mutex<TokenCache>,
 }
 
@@ -149,6 +153,7 @@ impl Client {
             credentials: HashMap::new(),
             http: Mutex::new(HashMap::new()),
             challenges: tokio::sync::Mutex::new(HashMap::new()),
+            unreachable: Mutex::new(HashMap::new()),
             tokens: Mutex::new(TokenCache::default()),
         }
     }
@@ -208,8 +213,20 @@ impl Client {
         if let Some(challenge) = challenges.get(host) {
             return Ok(challenge.clone());
         }
+        if let Some(earlier) = self.unreachable.lock().unwrap().get(host) {
+            return Err(RegistryError::FailedEarlier { host: host.to_owned(), earlier: earlier.clone() });
+        }
         let url = format!("{}/v2/", self.base_url(host));
-        let response = self.send_retrying(&format!("registry {host}"), || self.send_once(Method::GET, &url, HeaderMap::new(), None)).await?;
+        let response = match self.send_retrying(&format!("registry {host}"), || self.send_once(Method::GET, &url, HeaderMap::new(), None)).await {
+            Ok(response) => response,
+            Err(err) => {
+                // Later images on this registry fail at once instead of retrying again.
+                if matches!(err, RegistryError::RetriesExhausted { .. } | RegistryError::Unreachable { .. } | RegistryError::Tls { .. }) {
+                    self.unreachable.lock().unwrap().insert(host.to_owned(), err.to_string());
+                }
+                return Err(err);
+            }
+        };
         let challenge = match response.status() {
             StatusCode::UNAUTHORIZED => {
                 let header = response.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
@@ -608,7 +625,11 @@ fn classify_send_error(host: &str, error: reqwest::Error) -> RegistryError {
         source = err.source();
     }
     let detail = chain.last().cloned().unwrap_or_default();
-    if chain.iter().any(|m| m.contains("certificate") || m.contains("tls") || m.contains("TLS") || m.contains("InvalidContentType")) {
+    if chain.iter().any(|m| m.contains("InvalidContentType")) {
+        let detail = "the server did not answer with TLS, so it probably serves plain HTTP".to_owned();
+        return RegistryError::Tls { host: host.to_owned(), detail };
+    }
+    if chain.iter().any(|m| m.contains("certificate") || m.contains("tls") || m.contains("TLS")) {
         return RegistryError::Tls { host: host.to_owned(), detail };
     }
     let detail = if error.is_timeout() { format!("timed out ({detail})") } else { detail };
