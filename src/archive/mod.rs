@@ -3,6 +3,7 @@
 
 pub mod load_stream;
 pub mod parts;
+pub mod read;
 
 pub use load_stream::{docker_archive, payload_size, ArchiveImage, ArchiveLayer};
 pub use parts::{BlobSource, Parts};
