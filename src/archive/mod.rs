@@ -3,6 +3,7 @@
 
 pub mod load_stream;
 pub mod parts;
+pub mod read;
 pub mod write;
 
 pub use load_stream::{docker_archive, payload_size, ArchiveImage, ArchiveLayer};
