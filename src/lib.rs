@@ -11,6 +11,7 @@ pub mod disk;
 pub mod engine;
 pub mod inventory;
 pub mod layout;
+pub mod load;
 pub mod manifest;
 pub mod platform;
 pub mod progress;

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::archive::{self, ArchiveImage, ArchiveLayer, BlobSource};
 use crate::cache::BlobCache;
-use crate::digest::{Digest, Hasher};
+use crate::digest::Digest;
 use crate::disk::{self, Demand, SpaceCheck};
 use crate::engine::{self, Engine, EngineError, EngineInfo};
 use crate::layout::{Layout, LayoutError};
@@ -434,48 +434,18 @@ async fn load_into_docker(engine: &Engine, info: &EngineInfo, cache: &BlobCache,
 
 /// Decompresses a cached zstd layer to a plain tar beside the cache, checking its DiffID.
 async fn unpack_zstd(cache: &BlobCache, digest: &Digest, diff_id: &Digest) -> Result<(PathBuf, u64), WarmupError> {
-    let source = cache.blob_path(digest);
+    let source = BlobSource::File(cache.blob_path(digest));
     let dir = cache.root().join("unpacked");
-    fs_err::create_dir_all(&dir).map_err(io_error(&dir))?;
-    let destination = dir.join(diff_id.hex());
     let (digest, diff_id) = (digest.clone(), diff_id.clone());
-    tokio::task::spawn_blocking(move || -> Result<(PathBuf, u64), WarmupError> {
-        let input = fs_err::File::open(&source).map_err(io_error(&source))?;
-        let mut decoder = zstd::stream::read::Decoder::new(input).map_err(io_error(&source))?;
-        let mut output = tempfile::NamedTempFile::new_in(&dir).map_err(io_error(&dir))?;
-        let mut hashing = HashingWriter { inner: output.as_file_mut(), hasher: Hasher::new() };
-        std::io::copy(&mut decoder, &mut hashing).map_err(io_error(&source))?;
-        let size = hashing.hasher.bytes();
-        let actual = hashing.hasher.finish();
-        if actual != diff_id {
-            return Err(WarmupError::DiffIdMismatch { digest, actual, expected: diff_id });
-        }
-        output.persist(&destination).map_err(|e| WarmupError::Io { path: destination.clone(), source: e.error })?;
-        Ok((destination, size))
-    })
-    .await
-    .expect("the zstd unpack task panicked")
+    tokio::task::spawn_blocking(move || archive::unpack_zstd(&source, &diff_id, &dir))
+        .await
+        .expect("the zstd unpack task panicked")
+        .map_err(|err| match err {
+            archive::UnpackError::DiffIdMismatch { actual, expected } => WarmupError::DiffIdMismatch { digest, actual, expected },
+            archive::UnpackError::Io { path, source } => WarmupError::Io { path, source },
+        })
 }
 
-struct HashingWriter<'a> {
-    inner: &'a mut std::fs::File,
-    hasher: Hasher,
-}
-
-impl std::io::Write for HashingWriter<'_> {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(data)?;
-        self.hasher.update(&data[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// True when the layout's entry for this reference points at the same manifest and holds every
-/// blob of it.
 fn layout_has_image(layout: &Layout, reference: &Reference, resolved: &ResolvedImage) -> Result<bool, WarmupError> {
     let image_name = reference.to_string();
     let entry = layout.entries()?.into_iter().find(|e| e.image_name() == Some(image_name.as_str()));

@@ -150,6 +150,61 @@ impl Write for ChannelWriter {
     }
 }
 
+/// Why a zstd layer could not be unpacked for an engine that cannot read zstd.
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    #[error("the layer unpacks to {actual}, but the image config expects DiffID {expected}")]
+    DiffIdMismatch { actual: Digest, expected: Digest },
+    #[error("{}: {source}", path.display())]
+    Io { path: std::path::PathBuf, source: std::io::Error },
+}
+
+/// True when the blob starts with the zstd frame magic number.
+pub fn is_zstd(source: &BlobSource) -> std::io::Result<bool> {
+    let mut magic = [0u8; 4];
+    let mut reader = source.open()?;
+    let mut read = 0;
+    while read < magic.len() {
+        match std::io::Read::read(&mut reader, &mut magic[read..])? {
+            0 => return Ok(false),
+            n => read += n,
+        }
+    }
+    Ok(magic == [0x28, 0xb5, 0x2f, 0xfd])
+}
+
+/// Decompresses a zstd layer into a plain tar file in `dir`, checking it against the config's
+/// DiffID, for engines older than API 1.42 (Docker 23), which cannot load zstd layers.
+/// Returns the file and its size.
+pub fn unpack_zstd(source: &BlobSource, diff_id: &Digest, dir: &std::path::Path) -> Result<(std::path::PathBuf, u64), UnpackError> {
+    let io = |path: &std::path::Path| {
+        let path = path.to_owned();
+        move |source| UnpackError::Io { path, source }
+    };
+    fs_err::create_dir_all(dir).map_err(io(dir))?;
+    let destination = dir.join(diff_id.hex());
+    let input = source.open().map_err(io(&destination))?;
+    let mut decoder = zstd::stream::read::Decoder::new(input).map_err(io(&destination))?;
+    let mut output = tempfile::NamedTempFile::new_in(dir).map_err(io(dir))?;
+    let mut hasher = crate::digest::Hasher::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut decoder, &mut buffer).map_err(io(&destination))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        output.write_all(&buffer[..n]).map_err(io(&destination))?;
+    }
+    let size = hasher.bytes();
+    let actual = hasher.finish();
+    if &actual != diff_id {
+        return Err(UnpackError::DiffIdMismatch { actual, expected: diff_id.clone() });
+    }
+    output.persist(&destination).map_err(|e| UnpackError::Io { path: destination.clone(), source: e.error })?;
+    Ok((destination, size))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

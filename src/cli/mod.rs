@@ -1,5 +1,6 @@
 //! Command definitions and dispatch.
 
+mod load;
 mod output;
 mod save;
 mod serve;
@@ -35,6 +36,8 @@ pub struct Cli {
 pub enum Command {
     /// Preload the warmup images into Docker (or an OCI layout) from the registry.
     Warmup(Box<warmup::WarmupArgs>),
+    /// Load an archive into Docker, after verifying every byte of it.
+    Load(load::LoadArgs),
     /// Save images from the registry into one archive for an air-gapped site.
     Save(Box<save::SaveArgs>),
     /// Serve an OCI image layout folder as a read-only registry.
@@ -71,6 +74,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let (json, result) = match cli.command {
         Command::Warmup(args) => (args.json, warmup::run(*args, cli.quiet).await),
         Command::Save(args) => (args.json, save::run(*args, cli.quiet).await),
+        Command::Load(args) => (args.json, load::run(args, cli.quiet).await),
         Command::Serve(args) => (false, serve::run(args).await),
     };
     match result {

@@ -80,7 +80,7 @@ impl Progress for Reporter {
         if self.plain {
             match bytes_total {
                 0 => eprintln!("{reference}: nothing to download"),
-                total => eprintln!("{reference}: downloading {}", HumanBytes(total)),
+                total => eprintln!("{reference}: {} to download", HumanBytes(total)),
             }
             return;
         }
@@ -99,7 +99,10 @@ impl Progress for Reporter {
 
     fn image_stage(&self, index: usize, stage: &str) {
         if self.plain {
-            eprintln!("{}: {stage}", self.names.lock().unwrap()[index]);
+            match self.names.lock().unwrap()[index].as_str() {
+                "" => eprintln!("{stage}"),
+                name => eprintln!("{name}: {stage}"),
+            }
         }
         self.bars[index].set_message(stage.to_owned());
     }

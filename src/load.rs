@@ -1,0 +1,223 @@
+//! `ferry load`: images from an archive into the Docker engine, every byte verified first.
+//!
+//! Planning reads the archive's headers and what the engine has, and measures the space the
+//! engine needs. Verification then hashes every member an image uses before anything reaches
+//! Docker, so a tampered or truncated archive loads nothing. Loading streams a docker-archive
+//! built from byte ranges of the archive into `POST /images/load`, one image at a time, leaving
+//! out the layers the engine already has.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::archive::read::{self, ArchiveError, ArchiveIndex, Contents, StoredImage};
+use crate::archive::{self, ArchiveImage, ArchiveLayer, BlobSource};
+use crate::digest::Digest;
+use crate::disk::{self, Demand, SpaceCheck};
+use crate::engine::{self, Engine, EngineError, EngineInfo};
+use crate::platform::Platform;
+use crate::progress::Progress;
+use crate::warmup::{ImageOutcome, Status};
+
+/// Unpacked size estimate for a compressed layer, as in warmup: 3 times its stored size.
+const UNPACK_ESTIMATE_FACTOR: u64 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("image {image}: layer {diff_id} is not in this archive (ferry save --since left it out) and the engine does not have it; load the earlier archive first")]
+    MissingLayer { image: String, diff_id: Digest },
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("image {image}: {source}")]
+    Unpack { image: String, source: archive::UnpackError },
+    #[error("after loading, {name} points to image {found} instead of {expected}")]
+    WrongImage { name: String, found: String, expected: Digest },
+    #[error("the engine reported success but has no image named {name}")]
+    NotLoaded { name: String },
+}
+
+/// One image of the archive and what the engine lacks of it.
+#[derive(Debug)]
+pub struct PlannedLoad {
+    pub image: StoredImage,
+    /// The engine already has this image under every name the archive gives it.
+    pub present: bool,
+    /// Per layer: the engine already has the layer stack up to it.
+    pub in_engine: Vec<bool>,
+}
+
+impl PlannedLoad {
+    /// The name shown for the image: its first reference, else its image ID.
+    pub fn label(&self) -> String {
+        self.image.names.first().cloned().unwrap_or_else(|| self.image.config_digest.to_string())
+    }
+}
+
+#[derive(Debug)]
+pub struct LoadPlan {
+    pub index: ArchiveIndex,
+    pub contents: Contents,
+    pub images: Vec<PlannedLoad>,
+    /// Bytes the engine receives.
+    pub bytes_to_send: u64,
+    pub space: Vec<SpaceCheck>,
+}
+
+impl LoadPlan {
+    pub fn space_problems(&self) -> Vec<&SpaceCheck> {
+        self.space.iter().filter(|c| !c.is_enough()).collect()
+    }
+}
+
+/// Reads the archive and the engine and measures the space needed. Changes nothing.
+pub async fn plan(engine: &Engine, info: &EngineInfo, path: &Path, platform: &Platform, work_dir: &Path) -> Result<LoadPlan, LoadError> {
+    let (path, platform) = (path.to_owned(), platform.clone());
+    let (index, contents) = tokio::task::spawn_blocking(move || -> Result<_, ArchiveError> {
+        let index = ArchiveIndex::open(&path)?;
+        let contents = read::contents(&index, &platform)?;
+        Ok((index, contents))
+    })
+    .await
+    .expect("the archive reader panicked")?;
+    let chains = engine.chain_ids().await?;
+
+    let mut images = Vec::new();
+    let mut seen = HashSet::new();
+    let (mut bytes_to_send, mut unpacked) = (0, 0);
+    for image in &contents.images {
+        let diff_ids: Vec<Digest> = image.layers.iter().map(|l| l.diff_id.clone()).collect();
+        let in_engine: Vec<bool> = engine::chain_ids(&diff_ids).iter().map(|chain| chains.contains(chain)).collect();
+        let present = is_present(engine, image).await?;
+        let label = image.names.first().cloned().unwrap_or_else(|| image.config_digest.to_string());
+        for (layer, have) in image.layers.iter().zip(&in_engine) {
+            if *have || present {
+                continue;
+            }
+            if layer.omitted {
+                return Err(LoadError::MissingLayer { image: label, diff_id: layer.diff_id.clone() });
+            }
+            if seen.insert(layer.diff_id.clone()) {
+                bytes_to_send += layer.size;
+                unpacked += layer.size * UNPACK_ESTIMATE_FACTOR;
+            }
+        }
+        images.push(PlannedLoad { image: image.clone(), present, in_engine });
+    }
+
+    let mut demands = Vec::new();
+    match (&info.root_dir, info.local) {
+        (Some(root), true) => demands.push(Demand {
+            path: root.clone(),
+            purpose: "Docker data root (archive staging and unpacked layers)".into(),
+            bytes: bytes_to_send + unpacked,
+            estimated: unpacked,
+        }),
+        _ => tracing::warn!("the Docker engine is remote, so its free space is not checked"),
+    }
+    if !info.loads_zstd {
+        demands.push(Demand { path: work_dir.to_owned(), purpose: "zstd layers unpacked for this engine".into(), bytes: 0, estimated: 0 });
+    }
+    let space = disk::check(&demands).map_err(|source| LoadError::Io { path: work_dir.to_owned(), source })?;
+    Ok(LoadPlan { index, contents, images, bytes_to_send, space })
+}
+
+async fn is_present(engine: &Engine, image: &StoredImage) -> Result<bool, LoadError> {
+    if image.names.is_empty() {
+        return Ok(engine.image(image.config_digest.as_str()).await?.is_some());
+    }
+    for name in &image.names {
+        match engine.image(name).await? {
+            Some(found) if found.id == image.config_digest.as_str() => {}
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+/// Hashes every member the images to load use; fails naming the first bad member.
+pub async fn verify(plan: &LoadPlan, on_bytes: &(dyn Fn(u64) + Send + Sync)) -> Result<(), LoadError> {
+    let index = plan.index.clone();
+    let wanted: Vec<StoredImage> = plan.images.iter().filter(|p| !p.present).map(|p| p.image.clone()).collect();
+    let contents = Contents { kind: plan.contents.kind, images: wanted, skipped: Vec::new() };
+    tokio::task::block_in_place(|| read::verify(&index, &contents, on_bytes))?;
+    Ok(())
+}
+
+/// Loads each image the engine lacks and checks its names afterwards.
+pub async fn execute(engine: &Engine, info: &EngineInfo, plan: &LoadPlan, work_dir: &Path, progress: &dyn Progress) -> Vec<ImageOutcome> {
+    let mut outcomes = Vec::new();
+    for (position, planned) in plan.images.iter().enumerate() {
+        let started = Instant::now();
+        let label = planned.label();
+        let status = if planned.present {
+            Ok(Status::Unchanged)
+        } else {
+            progress.image_stage(position, &format!("loading {label} into Docker"));
+            load_one(engine, info, plan, planned, work_dir).await.map(|()| Status::Changed)
+        };
+        let (status, error) = match status {
+            Ok(status) => (status, None),
+            Err(err) => (Status::Failed, Some(crate::error_message(&err))),
+        };
+        let outcome = ImageOutcome {
+            reference: label,
+            digest: None,
+            image_id: Some(planned.image.config_digest.to_string()),
+            platform: planned.image.platform.as_ref().map(ToString::to_string),
+            status,
+            bytes: 0,
+            seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            error,
+        };
+        progress.image_finished(position, &outcome);
+        outcomes.push(outcome);
+    }
+    outcomes
+}
+
+async fn load_one(engine: &Engine, info: &EngineInfo, plan: &LoadPlan, planned: &PlannedLoad, work_dir: &Path) -> Result<(), LoadError> {
+    let image = &planned.image;
+    let label = planned.label();
+    let mut layers = Vec::new();
+    let mut unpacked: HashMap<Digest, (PathBuf, u64)> = HashMap::new();
+    for (layer, in_engine) in image.layers.iter().zip(&planned.in_engine) {
+        if *in_engine {
+            layers.push(ArchiveLayer { digest: layer.diff_id.clone(), size: layer.size, source: None });
+            continue;
+        }
+        let source = BlobSource::Range { parts: plan.index.parts().clone(), offset: layer.offset, len: layer.size };
+        let zstd = !info.loads_zstd && archive::is_zstd(&source).map_err(|source| LoadError::Io { path: plan.index.path().to_owned(), source })?;
+        if zstd {
+            if !unpacked.contains_key(&layer.diff_id) {
+                let (source, diff_id, dir) = (source.clone(), layer.diff_id.clone(), work_dir.to_owned());
+                let result = tokio::task::spawn_blocking(move || archive::unpack_zstd(&source, &diff_id, &dir)).await.expect("the zstd unpack task panicked");
+                let file = result.map_err(|source| LoadError::Unpack { image: label.clone(), source })?;
+                unpacked.insert(layer.diff_id.clone(), file);
+            }
+            let (path, size) = unpacked[&layer.diff_id].clone();
+            layers.push(ArchiveLayer { digest: layer.diff_id.clone(), size, source: Some(BlobSource::File(path)) });
+        } else {
+            layers.push(ArchiveLayer { digest: layer.diff_id.clone(), size: layer.size, source: Some(source) });
+        }
+    }
+    let archive_image = ArchiveImage { config_digest: image.config_digest.clone(), config: image.config.clone(), repo_tags: image.names.clone(), layers };
+    let result = engine.load(archive::docker_archive(vec![archive_image])).await;
+    for (path, _) in unpacked.values() {
+        let _ = fs_err::remove_file(path);
+    }
+    result?;
+
+    let names = if image.names.is_empty() { vec![image.config_digest.to_string()] } else { image.names.clone() };
+    for name in names {
+        match engine.image(&name).await? {
+            Some(found) if found.id == image.config_digest.as_str() => {}
+            Some(found) => return Err(LoadError::WrongImage { name, found: found.id, expected: image.config_digest.clone() }),
+            None => return Err(LoadError::NotLoaded { name }),
+        }
+    }
+    Ok(())
+}
