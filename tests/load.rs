@@ -222,3 +222,32 @@ fn load_since_archive_needs_base_layers() {
     assert_eq!(code, 0, "{document}\n{stderr}");
     assert_eq!(docker_inspect(&v2_name).unwrap()["Id"], v2.image_id());
 }
+
+#[test]
+fn load_archives_listed_in_inventory() {
+    let registry = Registry::start_plain();
+    let (first_name, first) = pushed_image(&registry, "load-inv-a");
+    let (second_name, second) = pushed_image(&registry, "load-inv-b");
+    let mut guard = RepoGuard::new(first_name.rsplit_once(':').unwrap().0);
+    guard.add(second_name.rsplit_once(':').unwrap().0);
+    let out = tempfile::tempdir().unwrap();
+    let (a, b) = (out.path().join("a.tar"), out.path().join("b.tar"));
+    ferry_save(&registry, &first_name, &a, &[]);
+    ferry_save(&registry, &second_name, &b, &[]);
+    let inventory = out.path().join("inventory.yml");
+    std::fs::write(&inventory, format!("all:\n  vars:\n    PROVISION_IMAGE_ARCHIVES:\n      - {}\n      - {}\n", a.display(), b.display())).unwrap();
+
+    let mut command = ferry_cmd();
+    command.arg("load").arg("-i").arg(&inventory);
+    let output = command.output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(docker_inspect(&first_name).unwrap()["Id"], first.image_id());
+    assert_eq!(docker_inspect(&second_name).unwrap()["Id"], second.image_id());
+
+    // Without arguments or the variable, the error says what to pass.
+    let mut command = ferry_cmd();
+    command.arg("load");
+    let output = command.output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("PROVISION_IMAGE_ARCHIVES"));
+}

@@ -16,10 +16,18 @@ use super::{EXIT_IMAGE_FAILED, EXIT_OK, EXIT_SETUP};
 
 #[derive(Args, Debug)]
 pub struct LoadArgs {
-    /// Archive to load: one written by ferry save, docker save, skopeo (docker-archive or
+    /// Archives to load: written by ferry save, docker save, skopeo (docker-archive or
     /// oci-archive) or podman save. For parts, name the first one (FILE.001) or FILE.
+    /// Without any, the list comes from PROVISION_IMAGE_ARCHIVES (environment or inventory).
     #[arg(value_name = "ARCHIVE")]
-    pub archive: PathBuf,
+    pub archives: Vec<PathBuf>,
+    /// Ansible YAML inventory to read PROVISION_IMAGE_ARCHIVES from.
+    #[arg(short, long, value_name = "FILE")]
+    pub inventory: Option<PathBuf>,
+    /// Inventory host whose variables apply (default: this machine's hostname if the inventory
+    /// lists it, else the `all` group).
+    #[arg(long, value_name = "NAME", requires = "inventory")]
+    pub host: Option<String>,
     /// Platform to pick from multi-platform images that only the OCI view of the archive
     /// describes (default: this machine's).
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
@@ -38,14 +46,59 @@ pub struct LoadArgs {
     pub json: bool,
 }
 
+/// Variable that lists the archives for `ferry load` without arguments.
+const ARCHIVES_VARIABLE: &str = "PROVISION_IMAGE_ARCHIVES";
+
+/// The archives to load: the arguments, else PROVISION_IMAGE_ARCHIVES from the environment,
+/// else from the inventory. The variable is a list, a JSON list or a comma-separated string.
+fn archive_list(args: &LoadArgs) -> anyhow::Result<Vec<PathBuf>> {
+    if !args.archives.is_empty() {
+        return Ok(args.archives.clone());
+    }
+    let (value, origin) = match std::env::var(ARCHIVES_VARIABLE).ok().filter(|v| !v.trim().is_empty()) {
+        Some(text) => (serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)), "the environment".to_owned()),
+        None => {
+            let Some(path) = &args.inventory else {
+                anyhow::bail!("no archive to load: name one (ferry load images.tar), or set {ARCHIVES_VARIABLE} in the environment or the inventory (-i)");
+            };
+            let view = ferry::inventory::Inventory::load(path)?.vars_for(args.host.as_deref())?;
+            let Some(found) = view.vars.get(ARCHIVES_VARIABLE) else {
+                anyhow::bail!("{} does not set {ARCHIVES_VARIABLE}: add the list of archives to load, or name them on the command line", path.display());
+            };
+            if found.unevaluable.is_some() {
+                anyhow::bail!("{ARCHIVES_VARIABLE} in {} is encrypted or templated, which ferry cannot evaluate: set it in the environment or name the archives on the command line", found.origin);
+            }
+            (found.value.clone(), found.origin.to_string())
+        }
+    };
+    let entries: Vec<String> = match value {
+        serde_json::Value::Array(items) => items.iter().map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())).collect(),
+        serde_json::Value::String(text) => text.split(',').map(|s| s.trim().to_owned()).collect(),
+        other => anyhow::bail!("{ARCHIVES_VARIABLE} from {origin} must be a list of paths, not {other}"),
+    };
+    let archives: Vec<PathBuf> = entries.into_iter().filter(|e| !e.is_empty()).map(PathBuf::from).collect();
+    if archives.is_empty() {
+        anyhow::bail!("{ARCHIVES_VARIABLE} from {origin} is empty: list the archives to load");
+    }
+    Ok(archives)
+}
+
 pub async fn run(args: LoadArgs, quiet: bool) -> anyhow::Result<u8> {
+    let mut code = EXIT_OK;
+    for archive in archive_list(&args)? {
+        code = code.max(run_one(&args, &archive, quiet).await?);
+    }
+    Ok(code)
+}
+
+async fn run_one(args: &LoadArgs, archive: &std::path::Path, quiet: bool) -> anyhow::Result<u8> {
     let engine = Engine::connect().await?;
     let info = engine.info().await?;
     let cache = super::settings::open_cache(args.cache_dir.clone())?;
     let work_dir = cache.root().join("unpacked");
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
 
-    let plan = load::plan(&engine, &info, &args.archive, &platform, &work_dir).await?;
+    let plan = load::plan(&engine, &info, archive, &platform, &work_dir).await?;
     for skipped in &plan.contents.skipped {
         tracing::warn!("skipping {} ({}): {}", skipped.names.join(", "), skipped.digest, skipped.reason);
     }
@@ -82,7 +135,7 @@ pub async fn run(args: LoadArgs, quiet: bool) -> anyhow::Result<u8> {
     // Everything the images use is checked before the engine sees a byte.
     let reporter = Reporter::new(plan.images.len(), args.json || quiet);
     if !quiet && !args.json {
-        eprintln!("verifying {}", args.archive.display());
+        eprintln!("verifying {}", archive.display());
     }
     load::verify(&plan, &|_| {}).await?;
     let outcomes = load::execute(&engine, &info, &plan, &work_dir, &reporter).await;

@@ -9,12 +9,13 @@ use tempfile::TempDir;
 use super::registry::PROXY_VARIABLES;
 
 /// Variables ferry reads for its settings. Tests set them explicitly when they need them.
-pub const FERRY_VARIABLES: [&str; 5] = [
+pub const FERRY_VARIABLES: [&str; 6] = [
     "REGISTRY_URL",
     "REGISTRY_ENV",
     "REGISTRY_USERNAME",
     "REGISTRY_PASSWORD",
     "PROVISION_IMAGE_WARMUP",
+    "PROVISION_IMAGE_ARCHIVES",
 ];
 
 /// A temporary home for ferry runs: an empty Docker config directory and a cache directory.
