@@ -17,10 +17,7 @@ use crate::disk::{self, Demand, SpaceCheck};
 use crate::engine::{self, Engine, EngineError, EngineInfo};
 use crate::platform::Platform;
 use crate::progress::Progress;
-use crate::warmup::{ImageOutcome, Status};
-
-/// Unpacked size estimate for a compressed layer, as in warmup: 3 times its stored size.
-const UNPACK_ESTIMATE_FACTOR: u64 = 3;
+use crate::warmup::{ImageOutcome, Status, UNPACK_ESTIMATE_FACTOR};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -102,7 +99,9 @@ pub async fn plan(engine: &Engine, info: &EngineInfo, path: &Path, platform: &Pl
             }
             if seen.insert(layer.diff_id.clone()) {
                 bytes_to_send += layer.size;
-                unpacked += layer.size * UNPACK_ESTIMATE_FACTOR;
+                // A layer stored as a plain tar is its own unpacked size; others are estimated.
+                let plain = layer.blob_digest.as_ref() == Some(&layer.diff_id) || layer.member.ends_with("layer.tar");
+                unpacked += if plain { layer.size } else { layer.size * UNPACK_ESTIMATE_FACTOR };
             }
         }
         images.push(PlannedLoad { image: image.clone(), present, in_engine });

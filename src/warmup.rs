@@ -54,7 +54,7 @@ fn io_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> WarmupErro
 
 /// Unpacked size estimate for a compressed layer: this many times its compressed size.
 /// Container layers usually compress 2 to 3 times, so 3 errs on the safe side.
-const UNPACK_ESTIMATE_FACTOR: u64 = 3;
+pub(crate) const UNPACK_ESTIMATE_FACTOR: u64 = 3;
 
 /// Destination of a warmup.
 pub enum Target {

@@ -49,7 +49,7 @@ pub struct LoadArgs {
 /// Variable that lists the archives for `ferry load` without arguments.
 const ARCHIVES_VARIABLE: &str = "PROVISION_IMAGE_ARCHIVES";
 
-/// The archives to load: the arguments, else PROVISION_IMAGE_ARCHIVES from the environment,
+/// Returns the archives to load: the arguments, else PROVISION_IMAGE_ARCHIVES from the environment,
 /// else from the inventory. The variable is a list, a JSON list or a comma-separated string.
 fn archive_list(args: &LoadArgs) -> anyhow::Result<Vec<PathBuf>> {
     if !args.archives.is_empty() {
@@ -132,7 +132,7 @@ async fn run_one(args: &LoadArgs, archive: &std::path::Path, quiet: bool) -> any
         tracing::warn!("{message} (going on because of --skip-disk-check)");
     }
 
-    // Everything the images use is checked before the engine sees a byte.
+    // Everything the images use is checked before the engine receives a byte.
     let reporter = Reporter::new(plan.images.len(), args.json || quiet);
     if !quiet && !args.json {
         eprintln!("verifying {}", archive.display());
