@@ -12,7 +12,7 @@ use ferry::platform::Platform;
 use ferry::warmup::Status;
 
 use super::output::{self, Reporter};
-use super::{EXIT_IMAGE_FAILED, EXIT_OK, EXIT_SETUP};
+use super::{EXIT_IMAGE_FAILED, EXIT_OK};
 
 #[derive(Args, Debug)]
 pub struct LoadArgs {
@@ -119,17 +119,8 @@ async fn run_one(args: &LoadArgs, archive: &std::path::Path, quiet: bool) -> any
         }
         return Ok(EXIT_OK);
     }
-    let problems = plan.space_problems();
-    if !problems.is_empty() {
-        let message = output::space_message(&problems);
-        if !args.skip_disk_check {
-            if args.json {
-                output::print_json_error(&message);
-            }
-            eprintln!("error: {message}");
-            return Ok(EXIT_SETUP);
-        }
-        tracing::warn!("{message} (going on because of --skip-disk-check)");
+    if let Some(code) = output::check_space(&plan.space_problems(), args.skip_disk_check, args.json) {
+        return Ok(code);
     }
 
     // Everything the images use is checked before the engine receives a byte.

@@ -145,6 +145,24 @@ pub fn space_message(problems: &[&SpaceCheck]) -> String {
     format!("{}; free some space, point --cache-dir elsewhere, or pass --skip-disk-check to try anyway", lines.join("; "))
 }
 
+/// Stops the run (returning its exit code) when a filesystem lacks space, unless
+/// `--skip-disk-check` was given, in which case it warns and lets the run go on.
+pub fn check_space(problems: &[&SpaceCheck], skip: bool, as_json: bool) -> Option<u8> {
+    if problems.is_empty() {
+        return None;
+    }
+    let message = space_message(problems);
+    if skip {
+        tracing::warn!("{message} (going on because of --skip-disk-check)");
+        return None;
+    }
+    if as_json {
+        print_json_error(&message);
+    }
+    eprintln!("error: {message}");
+    Some(super::EXIT_SETUP)
+}
+
 pub fn print_json_error(message: &str) {
     println!("{}", json!({ "ok": false, "error": message }));
 }

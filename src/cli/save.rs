@@ -12,7 +12,7 @@ use ferry::settings;
 
 use super::output::{self, Reporter};
 use super::settings::SettingsArgs;
-use super::{RegistryArgs, EXIT_OK, EXIT_SETUP};
+use super::{RegistryArgs, EXIT_OK};
 
 #[derive(Args, Debug)]
 pub struct SaveArgs {
@@ -84,7 +84,7 @@ fn parse_size(value: &str) -> Result<u64, String> {
 
 pub async fn run(mut args: SaveArgs, quiet: bool) -> anyhow::Result<u8> {
     if !args.references.is_empty() {
-        args.settings.images.extend(args.references.drain(..));
+        args.settings.images.append(&mut args.references);
     }
     let settings = args.settings.load()?;
     let references = settings::images(&settings)?;
@@ -125,17 +125,8 @@ pub async fn run(mut args: SaveArgs, quiet: bool) -> anyhow::Result<u8> {
         }
         return Ok(EXIT_OK);
     }
-    let problems = plan.space_problems();
-    if !problems.is_empty() {
-        let message = output::space_message(&problems);
-        if !args.skip_disk_check {
-            if args.json {
-                output::print_json_error(&message);
-            }
-            eprintln!("error: {message}");
-            return Ok(EXIT_SETUP);
-        }
-        tracing::warn!("{message} (going on because of --skip-disk-check)");
+    if let Some(code) = output::check_space(&plan.space_problems(), args.skip_disk_check, args.json) {
+        return Ok(code);
     }
 
     let reporter = Reporter::new(1, args.json || quiet);

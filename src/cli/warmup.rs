@@ -11,7 +11,7 @@ use ferry::warmup::{self, Status, Target, WarmupOptions};
 
 use super::output::{self, Reporter};
 use super::settings::SettingsArgs;
-use super::{RegistryArgs, EXIT_IMAGE_FAILED, EXIT_OK, EXIT_SETUP};
+use super::{RegistryArgs, EXIT_IMAGE_FAILED, EXIT_OK};
 
 #[derive(Args, Debug)]
 pub struct WarmupArgs {
@@ -79,17 +79,8 @@ pub async fn run(args: WarmupArgs, quiet: bool) -> anyhow::Result<u8> {
         output::print_plan(&plan, &target, args.json);
         return Ok(if plan.images.iter().any(|i| i.prepared.is_err()) { EXIT_IMAGE_FAILED } else { EXIT_OK });
     }
-    let problems = plan.space_problems();
-    if !problems.is_empty() {
-        let message = output::space_message(&problems);
-        if !args.skip_disk_check {
-            if args.json {
-                output::print_json_error(&message);
-            }
-            eprintln!("error: {message}");
-            return Ok(EXIT_SETUP);
-        }
-        tracing::warn!("{message} (going on because of --skip-disk-check)");
+    if let Some(code) = output::check_space(&plan.space_problems(), args.skip_disk_check, args.json) {
+        return Ok(code);
     }
 
     let reporter = Reporter::new(plan.images.len(), args.json || quiet);

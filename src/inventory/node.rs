@@ -286,7 +286,7 @@ pub(crate) fn read_text(path: &Path) -> Result<String, InventoryError> {
 /// Parses YAML text into a tree, or `None` for a file with no document or an empty document.
 pub(crate) fn parse_yaml(path: &Path, text: &str) -> Result<Option<Node>, InventoryError> {
     let node: Option<Node> =
-        serde_saphyr::from_str_with_options(text, options()).map_err(|error| yaml_error(path, &error))?;
+        serde_saphyr::from_str_with_options(text, options()).map_err(|error| yaml_error(path, text, &error))?;
     Ok(node.filter(|node| node.value != NodeValue::Null))
 }
 
@@ -301,7 +301,7 @@ pub(crate) fn parse_json(path: &Path, text: &str) -> Result<Option<Node>, Invent
     Ok(Some(Node::from_json(value)).filter(|node| node.value != NodeValue::Null))
 }
 
-fn yaml_error(path: &Path, error: &serde_saphyr::Error) -> InventoryError {
+fn yaml_error(path: &Path, text: &str, error: &serde_saphyr::Error) -> InventoryError {
     let location = error.location().filter(|location| location.line() > 0);
     let inner = error.without_snippet();
     let mut message = format!("invalid YAML: {inner}");
@@ -319,6 +319,9 @@ fn yaml_error(path: &Path, error: &serde_saphyr::Error) -> InventoryError {
     if exceeded_limits {
         message.push_str(" (the file exceeds ferry's limits on nodes, aliases or nesting, as an alias bomb would; simplify the file)");
     }
+    if looks_like_ini(text) {
+        message.push_str(" (this looks like an INI inventory, and ferry reads YAML inventories only: convert it with ansible-inventory -i FILE --list -y)");
+    }
     InventoryError::Syntax {
         path: path.to_owned(),
         line: location.map(|location| location.line()),
@@ -327,9 +330,23 @@ fn yaml_error(path: &Path, error: &serde_saphyr::Error) -> InventoryError {
     }
 }
 
+/// True when the first meaningful line is an INI section header such as `[web]`.
+fn looks_like_ini(text: &str) -> bool {
+    text.lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty() && !line.starts_with('#') && !line.starts_with(';'))
+        .is_some_and(|line| line.starts_with('[') && line.ends_with(']') && !line.contains(','))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ini_inventory_gets_a_hint() {
+        let error = parse_yaml(Path::new("hosts"), "[web]\nnode1 ansible_host=10.0.0.1\n").unwrap_err();
+        assert!(error.to_string().contains("ansible-inventory"), "{error}");
+    }
 
     fn parse(text: &str) -> Node {
         parse_yaml(Path::new("test.yml"), text).unwrap().unwrap()
