@@ -25,6 +25,8 @@ pub enum LoadError {
     Archive(#[from] ArchiveError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Layout(#[from] crate::layout::LayoutError),
     #[error("image {image}: layer {diff_id} is not in this archive (ferry save --since left it out) and the engine does not have it; load the earlier archive first")]
     MissingLayer { image: String, diff_id: Digest },
     #[error("{}: {source}", path.display())]
@@ -72,14 +74,7 @@ impl LoadPlan {
 
 /// Reads the archive and the engine and measures the space needed. Changes nothing.
 pub async fn plan(engine: &Engine, info: &EngineInfo, path: &Path, platform: &Platform, work_dir: &Path) -> Result<LoadPlan, LoadError> {
-    let (path, platform) = (path.to_owned(), platform.clone());
-    let (index, contents) = tokio::task::spawn_blocking(move || -> Result<_, ArchiveError> {
-        let index = ArchiveIndex::open(&path)?;
-        let contents = read::contents(&index, &platform)?;
-        Ok((index, contents))
-    })
-    .await
-    .expect("the archive reader panicked")?;
+    let (index, contents) = read_archive(path, platform).await?;
     let chains = engine.chain_ids().await?;
 
     let mut images = Vec::new();
@@ -121,6 +116,32 @@ pub async fn plan(engine: &Engine, info: &EngineInfo, path: &Path, platform: &Pl
         demands.push(Demand { path: work_dir.to_owned(), purpose: "zstd layers unpacked for this engine".into(), bytes: 0, estimated: 0 });
     }
     let space = disk::check(&demands).map_err(|source| LoadError::Io { path: work_dir.to_owned(), source })?;
+    Ok(LoadPlan { index, contents, images, bytes_to_send, space })
+}
+
+async fn read_archive(path: &Path, platform: &Platform) -> Result<(ArchiveIndex, Contents), LoadError> {
+    let (path, platform) = (path.to_owned(), platform.clone());
+    let read = tokio::task::spawn_blocking(move || -> Result<_, ArchiveError> {
+        let index = ArchiveIndex::open(&path)?;
+        let contents = read::contents(&index, &platform)?;
+        Ok((index, contents))
+    });
+    Ok(read.await.expect("the archive reader panicked")?)
+}
+
+/// Plans writing the archive's images into an OCI layout folder: everything is copied, and the
+/// space needed is the size of the layers on the layout's filesystem.
+pub async fn plan_for_layout(archive: &Path, platform: &Platform, layout: &Path) -> Result<LoadPlan, LoadError> {
+    let (index, contents) = read_archive(archive, platform).await?;
+    let mut seen = HashSet::new();
+    let bytes_to_send = contents.images.iter().flat_map(|i| &i.layers).filter(|l| seen.insert(l.diff_id.clone())).map(|l| l.size).sum();
+    let images = contents
+        .images
+        .iter()
+        .map(|image| PlannedLoad { image: image.clone(), present: false, in_engine: vec![false; image.layers.len()] })
+        .collect();
+    let demands = [Demand { path: layout.to_owned(), purpose: "OCI layout".into(), bytes: bytes_to_send, estimated: 0 }];
+    let space = disk::check(&demands).map_err(|source| LoadError::Io { path: layout.to_owned(), source })?;
     Ok(LoadPlan { index, contents, images, bytes_to_send, space })
 }
 
@@ -219,4 +240,105 @@ async fn load_one(engine: &Engine, info: &EngineInfo, plan: &LoadPlan, planned: 
         }
     }
     Ok(())
+}
+
+/// Writes each image of the plan into an OCI image layout folder: layers copied from the
+/// archive (hashed on the way), the config, and an OCI manifest made for it, then the
+/// `index.json` entry. Returns one outcome per image.
+///
+/// NOTE: the manifest is written anew from the config and layers, so its digest can differ from
+/// the registry's even when the archive kept the original (as ferry save archives do).
+pub fn write_layout(plan: &LoadPlan, path: &Path) -> Vec<ImageOutcome> {
+    plan.contents
+        .images
+        .iter()
+        .map(|image| {
+            let started = Instant::now();
+            let label = image.names.first().cloned().unwrap_or_else(|| image.config_digest.to_string());
+            let result = write_image_to_layout(plan, image, path);
+            ImageOutcome {
+                reference: label,
+                digest: result.as_ref().ok().map(|(digest, _)| digest.to_string()),
+                image_id: Some(image.config_digest.to_string()),
+                platform: image.platform.as_ref().map(ToString::to_string),
+                status: match &result {
+                    Ok((_, true)) => Status::Changed,
+                    Ok((_, false)) => Status::Unchanged,
+                    Err(_) => Status::Failed,
+                },
+                bytes: 0,
+                seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+                error: result.err().map(|e| crate::error_message(&e)),
+            }
+        })
+        .collect()
+}
+
+/// Returns the manifest digest and whether anything was written.
+fn write_image_to_layout(plan: &LoadPlan, image: &StoredImage, path: &Path) -> Result<(Digest, bool), LoadError> {
+    use crate::manifest::{OCI_CONFIG, OCI_MANIFEST};
+    let io = |source| LoadError::Io { path: path.to_owned(), source };
+    let layout = crate::layout::Layout::create(path)?;
+    let label = image.names.first().cloned().unwrap_or_else(|| image.config_digest.to_string());
+    let mut layers = Vec::new();
+    for layer in &image.layers {
+        if layer.omitted {
+            return Err(LoadError::MissingLayer { image: label, diff_id: layer.diff_id.clone() });
+        }
+        let source = BlobSource::Range { parts: plan.index.parts().clone(), offset: layer.offset, len: layer.size };
+        let (digest, media_type) = copy_layer(&layout, &source, layer.size).map_err(io)?;
+        layers.push(serde_json::json!({ "mediaType": media_type, "digest": digest, "size": layer.size }));
+    }
+    layout.write_blob(&image.config_digest, &image.config)?;
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": { "mediaType": OCI_CONFIG, "digest": image.config_digest, "size": image.config.len() },
+        "layers": layers,
+    });
+    let raw = serde_json::to_vec(&manifest).expect("JSON");
+    let digest = Digest::of(&raw);
+    let known = layout.entries().map(|entries| entries.iter().any(|e| e.digest == digest)).unwrap_or(false);
+    layout.write_blob(&digest, &raw)?;
+    let mut descriptor = oci_spec::image::Descriptor::new(OCI_MANIFEST.into(), raw.len() as u64, digest.as_str().parse::<oci_spec::image::Digest>().expect("sha256 digest"));
+    if let Some(platform) = &image.platform {
+        let mut spec = oci_spec::image::Platform::default();
+        spec.set_os(platform.os.as_str().into());
+        spec.set_architecture(platform.architecture.as_str().into());
+        spec.set_variant(platform.variant.clone());
+        descriptor.set_platform(Some(spec));
+    }
+    let tag = image.names.first().and_then(|name| crate::reference::Reference::parse(name).ok()).and_then(|r| r.tag);
+    layout.add_entry(&descriptor, image.names.first().map(String::as_str), tag.as_deref())?;
+    Ok((digest, !known))
+}
+
+/// Copies a layer into the layout under its digest, hashing it on the way, and names its media
+/// type from its first bytes.
+fn copy_layer(layout: &crate::layout::Layout, source: &BlobSource, size: u64) -> std::io::Result<(Digest, &'static str)> {
+    use std::io::{Read, Write};
+    let mut reader = source.open()?;
+    let mut temp = tempfile::NamedTempFile::new_in(layout.root())?;
+    let mut hasher = crate::digest::Hasher::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut head = Vec::new();
+    loop {
+        let n = reader.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        if head.len() < 4 {
+            head.extend_from_slice(&buffer[..n.min(4 - head.len())]);
+        }
+        hasher.update(&buffer[..n]);
+        temp.write_all(&buffer[..n])?;
+    }
+    let media_type = match head.as_slice() {
+        [0x1f, 0x8b, ..] => "application/vnd.oci.image.layer.v1.tar+gzip",
+        [0x28, 0xb5, 0x2f, 0xfd] => "application/vnd.oci.image.layer.v1.tar+zstd",
+        _ => "application/vnd.oci.image.layer.v1.tar",
+    };
+    let digest = hasher.finish();
+    layout.import_blob(&digest, size, temp.path()).map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok((digest, media_type))
 }

@@ -251,3 +251,34 @@ fn load_archives_listed_in_inventory() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("PROVISION_IMAGE_ARCHIVES"));
 }
+
+#[test]
+fn load_into_oci_layout() {
+    let mut layout = OciLayout::new();
+    let image = ImageBuilder::new().layer(LayerSpec::random(20_000).gzip()).layer(LayerSpec::random(10_000).zstd()).write(&mut layout, "v1");
+    let out = tempfile::tempdir().unwrap();
+    let archive = out.path().join("images.tar");
+    let repo = format!("ferry.test/{}", unique_repo("load-oci"));
+    skopeo(&["copy", &layout.skopeo_reference("v1"), &format!("oci-archive:{}:{repo}:v1", archive.display())]);
+    let target = out.path().join("layout");
+
+    let mut command = ferry_cmd();
+    command.arg("load").arg(&archive).arg("--to").arg(format!("oci:{}", target.display()));
+    let (code, document, stderr) = run_json(&mut command);
+    assert_eq!(code, 0, "{document}\n{stderr}");
+    assert_eq!(document["images"][0]["status"], "changed");
+
+    // skopeo reads the layout and finds the same image, layers and all.
+    let inspected = skopeo(&["inspect", &format!("oci:{}:v1", target.display())]);
+    let inspected: Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    let layers: Vec<String> = inspected["Layers"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().to_owned()).collect();
+    assert_eq!(layers, image.layer_digests());
+    let config = skopeo(&["inspect", "--config", "--raw", &format!("oci:{}:v1", target.display())]);
+    assert_eq!(sha256_digest(&config.stdout), image.image_id());
+
+    let mut command = ferry_cmd();
+    command.arg("load").arg(&archive).arg("--to").arg(format!("oci:{}", target.display()));
+    let (code, document, _) = run_json(&mut command);
+    assert_eq!(code, 0);
+    assert_eq!(document["images"][0]["status"], "unchanged");
+}

@@ -32,6 +32,10 @@ pub struct LoadArgs {
     /// describes (default: this machine's).
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     pub platform: Option<Platform>,
+    /// Destination of the images: `docker` (the engine at DOCKER_HOST or the local socket) or
+    /// `oci:PATH`, an OCI image layout folder.
+    #[arg(long, value_name = "TARGET", default_value = "docker")]
+    pub to: String,
     /// Folder for zstd layers unpacked for engines older than Docker 23 (default: the cache folder).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -92,6 +96,12 @@ pub async fn run(args: LoadArgs, quiet: bool) -> anyhow::Result<u8> {
 }
 
 async fn run_one(args: &LoadArgs, archive: &std::path::Path, quiet: bool) -> anyhow::Result<u8> {
+    if let Some(layout) = args.to.strip_prefix("oci:") {
+        return run_to_layout(args, archive, std::path::Path::new(layout), quiet).await;
+    }
+    if args.to != "docker" {
+        anyhow::bail!("invalid --to {:?}: use `docker` or `oci:PATH`", args.to);
+    }
     let engine = Engine::connect().await?;
     let info = engine.info().await?;
     let cache = super::settings::open_cache(args.cache_dir.clone())?;
@@ -151,4 +161,39 @@ async fn run_one(args: &LoadArgs, archive: &std::path::Path, quiet: bool) -> any
     }
     let all_ok = outcomes.iter().all(|o| o.status != Status::Failed);
     Ok(if all_ok { EXIT_OK } else { EXIT_IMAGE_FAILED })
+}
+
+/// Writes an archive's images into an OCI layout folder, after verifying them.
+async fn run_to_layout(args: &LoadArgs, archive: &std::path::Path, layout: &std::path::Path, quiet: bool) -> anyhow::Result<u8> {
+    if layout.as_os_str().is_empty() {
+        anyhow::bail!("invalid --to oci: name the layout folder, such as oci:/srv/images");
+    }
+    let platform = args.platform.clone().unwrap_or_else(Platform::host);
+    let plan = load::plan_for_layout(archive, &platform, layout).await?;
+    if let Some(code) = output::check_space(&plan.space_problems(), args.skip_disk_check, args.json) {
+        return Ok(code);
+    }
+    if args.dry_run {
+        println!("would write {} images ({}) to {}", plan.images.len(), HumanBytes(plan.bytes_to_send), layout.display());
+        return Ok(EXIT_OK);
+    }
+    if !quiet && !args.json {
+        eprintln!("verifying {}", archive.display());
+    }
+    load::verify(&plan, &|_| {}).await?;
+    let outcomes = tokio::task::block_in_place(|| load::write_layout(&plan, layout));
+    let target = format!("OCI layout {}", layout.display());
+    if args.json {
+        let count = |status| outcomes.iter().filter(|o| o.status == status).count();
+        println!("{}", json!({ "ok": count(Status::Failed) == 0, "target": target, "changed": count(Status::Changed), "unchanged": count(Status::Unchanged), "failed": count(Status::Failed), "images": outcomes }));
+    } else {
+        for outcome in &outcomes {
+            match outcome.status {
+                Status::Changed => println!("written    {} {}", outcome.reference, outcome.digest.as_deref().unwrap_or("-")),
+                Status::Unchanged => println!("unchanged  {} {}", outcome.reference, outcome.digest.as_deref().unwrap_or("-")),
+                Status::Failed => println!("failed     {}: {}", outcome.reference, outcome.error.as_deref().unwrap_or("unknown error")),
+            }
+        }
+    }
+    Ok(if outcomes.iter().all(|o| o.status != Status::Failed) { EXIT_OK } else { EXIT_IMAGE_FAILED })
 }
