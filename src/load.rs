@@ -22,7 +22,7 @@ use crate::warmup::{ImageOutcome, Status, UNPACK_ESTIMATE_FACTOR};
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(transparent)]
-    Archive(#[from] ArchiveError),
+    Archive(Box<ArchiveError>),
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
@@ -37,6 +37,12 @@ pub enum LoadError {
     WrongImage { name: String, found: String, expected: Digest },
     #[error("the engine reported success but has no image named {name}")]
     NotLoaded { name: String },
+}
+
+impl From<ArchiveError> for LoadError {
+    fn from(error: ArchiveError) -> LoadError {
+        LoadError::Archive(Box::new(error))
+    }
 }
 
 /// One image of the archive and what the engine lacks of it.
