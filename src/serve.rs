@@ -1,37 +1,56 @@
-//! `ferry serve`: a read-only OCI distribution registry (pull side only) over an image layout
-//! folder, so that Docker, containerd or skopeo on other machines can pull what `ferry warmup
-//! --to oci:PATH` stored.
+//! `ferry serve`: a read-only OCI distribution registry (pull side only) over an OCI image
+//! layout folder or an image archive, so that Docker, containerd or skopeo on other machines
+//! can pull what `ferry warmup --to oci:PATH` or `ferry save` stored.
 //!
 //! Endpoints: `GET /v2/`, `GET`/`HEAD /v2/<name>/manifests/<tag-or-digest>`,
 //! `GET`/`HEAD /v2/<name>/blobs/<digest>` (with single `Range` requests) and
 //! `GET /v2/<name>/tags/list`. Every other method is rejected with 405 `UNSUPPORTED`.
-//! Tags resolve through [`Layout::resolve`]; digests and blobs are served for any repository
-//! name, because a layout has no per-repository storage.
+//! Tags resolve through [`crate::layout::Layout::resolve`], or the same rules over an archive's
+//! `index.json`. Digests and blobs are served for any repository name, because neither store
+//! has per-repository storage. Archives are read in place, by byte range, through their OCI view
+//! (`serve::store`). HTTPS (`serve::tls`) and HTTP Basic authentication (`serve::auth`) are
+//! optional.
+
+mod auth;
+mod store;
+mod tls;
 
 use std::future::Future;
-use std::io::{self, SeekFrom};
+use std::io::{self, Read, SeekFrom};
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
+use bytes::Bytes;
+use futures::Stream;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::net::TcpListener;
 use tokio_util::io::ReaderStream;
 
+pub use auth::{Htpasswd, REALM};
+pub use store::{ArchiveStore, Store};
+pub use tls::TlsConfig;
+
+use crate::archive::read::ArchiveError;
 use crate::digest::Digest;
-use crate::layout::{Layout, LayoutError};
+use crate::layout::{LayoutError, LAYOUT_VERSION};
+use store::{BlobLocation, StoreError};
 
 const API_VERSION_HEADER: &str = "docker-distribution-api-version";
 const API_VERSION: &str = "registry/2.0";
 const DIGEST_HEADER: &str = "docker-content-digest";
+/// Bytes read per step when a blob is streamed from an archive.
+const ARCHIVE_CHUNK: usize = 256 << 10;
 
-/// Error from starting or running the registry.
+/// Error from opening what to serve, reading the TLS or htpasswd files, or running the registry.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {
@@ -48,6 +67,89 @@ pub enum ServeError {
         #[source]
         source: io::Error,
     },
+
+    #[error("nothing to serve at {path}: pass an OCI image layout folder, an archive file, or the first part (FILE.001) of a split archive")]
+    NotFound { path: PathBuf },
+
+    #[error(transparent)]
+    Layout(Box<LayoutError>),
+
+    #[error(transparent)]
+    Archive(Box<ArchiveError>),
+
+    #[error("{path} cannot be served: it has no OCI view (oci-layout and index.json). ferry serve reads OCI layout folders and archives from ferry save, skopeo oci-archive: and docker save from Docker 25 on. {hint}")]
+    NoOciView { path: PathBuf, hint: String },
+
+    #[error("{path}: oci-layout declares imageLayoutVersion {version:?}, but ferry reads only version {LAYOUT_VERSION}")]
+    UnsupportedArchiveLayout { path: PathBuf, version: String },
+
+    #[error("failed to read the TLS {file_kind} {path}")]
+    TlsRead {
+        file_kind: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("invalid TLS {file_kind} {path}: {reason}")]
+    TlsFile { file_kind: &'static str, path: PathBuf, reason: String },
+
+    #[error("the TLS private key {key} does not belong to the certificate {certificate}, or its type is not supported; pass the key the certificate was made for")]
+    TlsPair {
+        certificate: PathBuf,
+        key: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+
+    #[error("failed to read the htpasswd file {path}")]
+    HtpasswdRead {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("invalid htpasswd file {path}, line {line}: {reason}")]
+    HtpasswdLine { path: PathBuf, line: usize, reason: &'static str },
+
+    #[error("the htpasswd file {path} lists no users; add one with: htpasswd -B {path} USER")]
+    HtpasswdEmpty { path: PathBuf },
+
+    #[error("--htpasswd without TLS on {address} would send passwords over the network in clear text: add --tls-cert and --tls-key, or listen on a loopback address such as 127.0.0.1")]
+    CleartextPasswords { address: SocketAddr },
+
+    #[error("failed to get random bytes from the operating system for the credential cache")]
+    Random,
+}
+
+impl From<LayoutError> for ServeError {
+    fn from(error: LayoutError) -> ServeError {
+        ServeError::Layout(Box::new(error))
+    }
+}
+
+impl From<ArchiveError> for ServeError {
+    fn from(error: ArchiveError) -> ServeError {
+        ServeError::Archive(Box::new(error))
+    }
+}
+
+/// Transport and access settings: HTTPS or plain HTTP, with or without Basic authentication.
+#[derive(Debug, Default)]
+pub struct ServeOptions {
+    /// Serve HTTPS with this certificate and key; plain HTTP when `None`.
+    pub tls: Option<TlsConfig>,
+    /// Require HTTP Basic authentication with the users of this file.
+    pub htpasswd: Option<Htpasswd>,
+}
+
+/// Rejects Basic authentication over plain HTTP on an address other hosts can reach, because
+/// the passwords would cross the network in clear text. Loopback addresses are allowed.
+pub fn check_transport(address: SocketAddr, options: &ServeOptions) -> Result<(), ServeError> {
+    if options.htpasswd.is_some() && options.tls.is_none() && !address.ip().is_loopback() {
+        return Err(ServeError::CleartextPasswords { address });
+    }
+    Ok(())
 }
 
 /// Binds a TCP listener on `address` (such as `127.0.0.1:5000` or `[::]:5000`).
@@ -57,34 +159,68 @@ pub async fn bind(address: &str) -> Result<TcpListener, ServeError> {
         .map_err(|source| ServeError::Bind { address: address.to_owned(), source })
 }
 
-/// Serves `layout` on `listener` until `shutdown` completes, then finishes the requests in
-/// flight and returns.
+/// Serves `store` on `listener` until `shutdown` completes, then finishes the requests in
+/// flight and returns. Fails before serving anything when [`check_transport`] rejects the
+/// options for the listener's address.
 pub async fn serve(
-    layout: Layout,
+    store: impl Into<Store>,
     listener: TcpListener,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let address = listener
+    let store = store.into();
+    let local = listener
         .local_addr()
-        .map_or_else(|_| "an unknown address".to_owned(), |address: SocketAddr| address.to_string());
-    tracing::info!(%address, layout = %layout.root().display(), "registry started");
+        .map_err(|source| ServeError::Server { address: "the listener".to_owned(), source })?;
+    check_transport(local, &options)?;
+    let address = local.to_string();
+    let server_error = |source| ServeError::Server { address: address.clone(), source };
+    tracing::info!(
+        %address,
+        store = %store.path().display(),
+        tls = options.tls.is_some(),
+        authentication = options.htpasswd.is_some(),
+        "registry started"
+    );
 
-    let result = axum::serve(listener, router(layout)).with_graceful_shutdown(shutdown).await;
+    let app = router(store, options.htpasswd)?.into_make_service();
+    let listener = listener.into_std().map_err(server_error)?;
+    let handle = axum_server::Handle::new();
+    let server = async {
+        match options.tls {
+            Some(tls) => {
+                let config = axum_server::tls_rustls::RustlsConfig::from_config(tls.server_config());
+                axum_server::from_tcp_rustls(listener, config)?.handle(handle.clone()).serve(app).await
+            }
+            None => axum_server::from_tcp(listener)?.handle(handle.clone()).serve(app).await,
+        }
+    };
+    tokio::pin!(server);
+    let result = tokio::select! {
+        result = &mut server => result,
+        () = shutdown => {
+            handle.graceful_shutdown(None);
+            server.await
+        }
+    };
 
     tracing::info!(%address, "registry stopped");
-    result.map_err(|source| ServeError::Server { address, source })
+    result.map_err(server_error)
 }
 
-/// Builds the registry's routes over `layout`, for callers that run their own server (tests,
-/// or another listener type).
-pub fn router(layout: Layout) -> Router {
-    Router::new()
+/// Builds the registry's routes over `store`, for callers that run their own server (tests,
+/// or another listener type). With `htpasswd`, every request needs Basic credentials.
+pub fn router(store: impl Into<Store>, htpasswd: Option<Htpasswd>) -> Result<Router, ServeError> {
+    let mut router = Router::new()
         .route("/v2", any(ping))
         .route("/v2/", any(ping))
         .route("/v2/{*path}", any(dispatch))
-        .fallback(unknown_endpoint)
-        .layer(middleware::from_fn(log_and_tag))
-        .with_state(layout)
+        .fallback(unknown_endpoint);
+    if let Some(htpasswd) = htpasswd {
+        let authenticator = Arc::new(auth::Authenticator::new(htpasswd)?);
+        router = router.layer(middleware::from_fn_with_state(authenticator, auth::require_credentials));
+    }
+    Ok(router.layer(middleware::from_fn(log_and_tag)).with_state(store.into()))
 }
 
 /// Logs every request at debug level and adds the API version header to every response.
@@ -125,7 +261,7 @@ async fn unknown_endpoint(method: Method) -> Response {
 
 /// Routes `/v2/<name>/...`. The name may contain slashes, so the path is split on the last
 /// `/manifests/`, `/blobs/` or `/tags/list` instead of by the router.
-async fn dispatch(State(layout): State<Layout>, request: Request) -> Response {
+async fn dispatch(State(store): State<Store>, request: Request) -> Response {
     let method = request.method().clone();
     if let Some(rejection) = reject_writes(&method) {
         return rejection;
@@ -134,9 +270,9 @@ async fn dispatch(State(layout): State<Layout>, request: Request) -> Response {
     let path = request.uri().path().strip_prefix("/v2/").unwrap_or_default();
 
     let result = match parse_route(path) {
-        Some(Route::Manifest { name, reference }) => manifest(layout, name.to_owned(), reference.to_owned(), head).await,
-        Some(Route::Blob { digest, .. }) => blob(layout, digest, head, request.headers()).await,
-        Some(Route::Tags { name }) => tags(layout, name.to_owned()).await,
+        Some(Route::Manifest { name, reference }) => manifest(store, name.to_owned(), reference.to_owned(), head).await,
+        Some(Route::Blob { digest, .. }) => blob(store, digest, head, request.headers()).await,
+        Some(Route::Tags { name }) => tags(store, name.to_owned()).await,
         None => return unknown_endpoint(method).await,
     };
     result.unwrap_or_else(IntoResponse::into_response)
@@ -176,29 +312,26 @@ fn reject_writes(method: &Method) -> Option<Response> {
     Some(response)
 }
 
-/// Serves the stored manifest bytes. The `Content-Type` is the manifest's own `mediaType`
-/// field, which clients compare with the header, and the descriptor's media type when the
-/// manifest has no such field.
-async fn manifest(layout: Layout, name: String, reference: String, head: bool) -> Result<Response, ApiError> {
+/// Serves the stored manifest bytes, checked against their digest. The `Content-Type` is the
+/// manifest's own `mediaType` field, which clients compare with the header, and the
+/// descriptor's media type when the manifest has no such field.
+async fn manifest(store: Store, name: String, reference: String, head: bool) -> Result<Response, ApiError> {
     let is_digest = reference.contains(':');
     if is_digest {
         parse_digest(&reference)?;
     }
 
     let found = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-        let Some(entry) = layout.resolve(Some(&name), &reference)? else {
-            if !is_digest && layout.tags(&name)?.is_empty() {
-                return Err(ApiError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", format!("repository {name:?} is not in this layout")));
+        let noun = store.noun();
+        let Some(entry) = store.resolve(&name, &reference)? else {
+            if !is_digest && store.tags(&name)?.is_empty() {
+                return Err(ApiError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", format!("repository {name:?} is not in this {noun}")));
             }
-            return Err(ApiError::new(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", format!("manifest {name}:{reference} is not in this layout")));
+            return Err(ApiError::new(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", format!("manifest {name}:{reference} is not in this {noun}")));
         };
-        let bytes = match layout.read_blob(&entry.digest) {
-            Ok(bytes) => bytes,
-            Err(LayoutError::BlobNotFound { path, .. }) => {
-                tracing::warn!(%name, %reference, path = %path.display(), "the layout lists a manifest whose blob is missing");
-                return Err(ApiError::new(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", format!("manifest {} is listed but its blob is missing from the layout", entry.digest)));
-            }
-            Err(err) => return Err(err.into()),
+        let Some(bytes) = store.read_manifest(&entry)? else {
+            tracing::warn!(%name, %reference, digest = %entry.digest, store = %store.path().display(), "the {noun} lists a manifest whose blob is missing");
+            return Err(ApiError::new(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", format!("manifest {} is listed but its blob is missing from the {noun}", entry.digest)));
         };
         let media_type = media_type_field(&bytes).unwrap_or(entry.media_type);
         Ok((entry.digest, media_type, bytes))
@@ -225,27 +358,42 @@ fn media_type_field(manifest: &[u8]) -> Option<String> {
     serde_json::from_slice::<MediaTypeField>(manifest).ok()?.media_type
 }
 
-/// Streams a blob from disk. A single `Range` gives 206 with `Content-Range`; an unsatisfiable
-/// or malformed range gives 416. A request for several ranges gets the whole blob with 200,
-/// which RFC 9110, section 14.2, allows.
-async fn blob(layout: Layout, digest: &str, head: bool, headers: &HeaderMap) -> Result<Response, ApiError> {
-    let digest = parse_digest(digest)?;
-    let path = layout.blob_path(&digest);
-    let unknown = || ApiError::new(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", format!("blob {digest} is not in this layout"));
+/// A blob ready to be read: an open layout file, or a byte range of an archive.
+enum OpenBlob {
+    File(tokio::fs::File, PathBuf),
+    Range { parts: Arc<crate::archive::Parts>, offset: u64 },
+}
 
-    let mut file = match tokio::fs::File::open(&path).await {
-        Ok(file) => file,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Err(unknown()),
-        Err(err) => return Err(ApiError::internal(&LayoutError::Io { action: "open", path, source: err })),
+/// Streams a blob from a layout file or an archive's byte range. A single `Range` gives 206
+/// with `Content-Range`; an unsatisfiable or malformed range gives 416. A request for several
+/// ranges gets the whole blob with 200, which RFC 9110, section 14.2, allows.
+///
+/// NOTE: blobs are streamed without checking them against their digest, because that would mean
+/// reading a whole layer before sending its first byte. Clients verify what they download.
+/// Manifests are small and are checked before they are sent.
+async fn blob(store: Store, digest: &str, head: bool, headers: &HeaderMap) -> Result<Response, ApiError> {
+    let digest = parse_digest(digest)?;
+    let unknown = || ApiError::new(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", format!("blob {digest} is not in this {}", store.noun()));
+
+    let (blob, size) = match store.blob(&digest) {
+        None => return Err(unknown()),
+        Some(BlobLocation::Range { parts, offset, size }) => (OpenBlob::Range { parts, offset }, size),
+        Some(BlobLocation::File(path)) => {
+            let file = match tokio::fs::File::open(&path).await {
+                Ok(file) => file,
+                Err(err) if err.kind() == io::ErrorKind::NotFound => return Err(unknown()),
+                Err(err) => return Err(ApiError::internal(&LayoutError::Io { action: "open", path, source: err })),
+            };
+            let metadata = file
+                .metadata()
+                .await
+                .map_err(|source| ApiError::internal(&LayoutError::Io { action: "read metadata of", path: path.clone(), source }))?;
+            if !metadata.is_file() {
+                return Err(unknown());
+            }
+            (OpenBlob::File(file, path), metadata.len())
+        }
     };
-    let metadata = file
-        .metadata()
-        .await
-        .map_err(|source| ApiError::internal(&LayoutError::Io { action: "read metadata of", path: path.clone(), source }))?;
-    if !metadata.is_file() {
-        return Err(unknown());
-    }
-    let size = metadata.len();
 
     let range = match headers.get(header::RANGE) {
         Some(value) => single_range(value, size)?,
@@ -255,17 +403,7 @@ async fn blob(layout: Layout, digest: &str, head: bool, headers: &HeaderMap) -> 
         Some(range) => (StatusCode::PARTIAL_CONTENT, *range.start(), range.end() - range.start() + 1),
         None => (StatusCode::OK, 0, size),
     };
-
-    let body = if head {
-        Body::empty()
-    } else {
-        if start > 0 {
-            file.seek(SeekFrom::Start(start))
-                .await
-                .map_err(|source| ApiError::internal(&LayoutError::Io { action: "seek in", path: path.clone(), source }))?;
-        }
-        Body::from_stream(ReaderStream::new(file.take(length)))
-    };
+    let body = if head { Body::empty() } else { blob_body(&store, blob, start, length).await? };
 
     let mut response = Response::new(body);
     *response.status_mut() = status;
@@ -281,18 +419,62 @@ async fn blob(layout: Layout, digest: &str, head: bool, headers: &HeaderMap) -> 
     Ok(response)
 }
 
+/// Returns a body with `length` bytes of `blob` from byte `start` on.
+async fn blob_body(store: &Store, blob: OpenBlob, start: u64, length: u64) -> Result<Body, ApiError> {
+    match blob {
+        OpenBlob::File(mut file, path) => {
+            if start > 0 {
+                file.seek(SeekFrom::Start(start))
+                    .await
+                    .map_err(|source| ApiError::internal(&LayoutError::Io { action: "seek in", path, source }))?;
+            }
+            Ok(Body::from_stream(ReaderStream::new(file.take(length))))
+        }
+        OpenBlob::Range { parts, offset } => {
+            let reader = tokio::task::spawn_blocking(move || parts.read_range(offset + start, length))
+                .await
+                .map_err(ApiError::from_join)?
+                .map_err(|source| ApiError::internal(&ArchiveError::Io { path: store.path().to_owned(), source }))?;
+            Ok(Body::from_stream(blocking_chunks(reader)))
+        }
+    }
+}
+
+/// Streams `reader` in chunks, each read on tokio's blocking thread pool because archive parts
+/// are read with `std::fs`.
+fn blocking_chunks(reader: impl Read + Send + 'static) -> impl Stream<Item = io::Result<Bytes>> {
+    futures::stream::try_unfold(reader, |mut reader| async move {
+        let (reader, chunk) = tokio::task::spawn_blocking(move || {
+            let mut chunk = vec![0; ARCHIVE_CHUNK];
+            let count = loop {
+                match reader.read(&mut chunk) {
+                    Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                    result => break result?,
+                }
+            };
+            chunk.truncate(count);
+            Ok::<_, io::Error>((reader, chunk))
+        })
+        .await
+        .map_err(io::Error::other)??;
+        if chunk.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some((Bytes::from(chunk), reader)))
+    })
+}
+
 /// Parses a `Range` header against a blob of `size` bytes: `None` to send the whole blob,
 /// the one byte range to send, or a 416 error.
 fn single_range(value: &HeaderValue, size: u64) -> Result<Option<std::ops::RangeInclusive<u64>>, ApiError> {
     let unsatisfiable = |reason: &str| {
         let value = String::from_utf8_lossy(value.as_bytes());
-        let mut error = ApiError::new(
+        ApiError::new(
             StatusCode::RANGE_NOT_SATISFIABLE,
             "RANGE_INVALID",
             format!("range {value:?} {reason} for a blob of {size} bytes; request bytes=START- or bytes=START-END"),
-        );
-        error.content_range = Some(format!("bytes */{size}"));
-        error
+        )
+        .with_header(header::CONTENT_RANGE, header_value(&format!("bytes */{size}")))
     };
     let text = value.to_str().map_err(|_| unsatisfiable("is not ASCII"))?;
     let ranges = http_range_header::parse_range_header(text)
@@ -307,16 +489,17 @@ fn single_range(value: &HeaderValue, size: u64) -> Result<Option<std::ops::Range
 
 /// Lists the tags of `name`. The `n` and `last` pagination parameters are ignored, so the
 /// whole list comes in one response.
-async fn tags(layout: Layout, name: String) -> Result<Response, ApiError> {
+async fn tags(store: Store, name: String) -> Result<Response, ApiError> {
+    let noun = store.noun();
     let (name, tags) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-        let tags = layout.tags(&name)?;
+        let tags = store.tags(&name)?;
         Ok((name, tags))
     })
     .await
     .map_err(ApiError::from_join)??;
 
     if tags.is_empty() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", format!("repository {name:?} is not in this layout")));
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", format!("repository {name:?} is not in this {noun}")));
     }
     let body = serde_json::json!({ "name": name, "tags": tags });
     Ok(json_response(StatusCode::OK, body.to_string()))
@@ -332,8 +515,9 @@ fn parse_digest(value: &str) -> Result<Digest, ApiError> {
     })
 }
 
-/// Builds a header value from text that came from the layout. Media types and digests are
-/// ASCII in every valid layout; anything else becomes an empty value rather than a panic.
+/// Builds a header value from text that came from the store. Media types and digests are
+/// ASCII in every valid layout or archive; anything else becomes an empty value rather than a
+/// panic.
 fn header_value(text: &str) -> HeaderValue {
     HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
@@ -351,19 +535,24 @@ struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
-    content_range: Option<String>,
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: String) -> ApiError {
-        ApiError { status, code, message, content_range: None }
+        ApiError { status, code, message, headers: Vec::new() }
+    }
+
+    fn with_header(mut self, name: HeaderName, value: HeaderValue) -> ApiError {
+        self.headers.push((name, value));
+        self
     }
 
     /// Logs a server-side failure with its causes and returns a 500 error. The client gets
     /// only a short message, so file paths stay in the server log.
     fn internal(error: &(dyn std::error::Error + 'static)) -> ApiError {
         tracing::warn!(error = %error_chain(error), "failed to serve a request");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "the registry failed to read its layout; see the server log".into())
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "the registry failed to read the images it serves; see the server log".into())
     }
 
     fn from_join(error: tokio::task::JoinError) -> ApiError {
@@ -371,8 +560,8 @@ impl ApiError {
     }
 }
 
-impl From<LayoutError> for ApiError {
-    fn from(error: LayoutError) -> ApiError {
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> ApiError {
         ApiError::internal(&error)
     }
 }
@@ -382,8 +571,8 @@ impl IntoResponse for ApiError {
         tracing::debug!(status = self.status.as_u16(), code = self.code, message = %self.message, "request rejected");
         let body = serde_json::json!({ "errors": [{ "code": self.code, "message": self.message }] });
         let mut response = json_response(self.status, body.to_string());
-        if let Some(content_range) = self.content_range {
-            response.headers_mut().insert(header::CONTENT_RANGE, header_value(&content_range));
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
         }
         response
     }

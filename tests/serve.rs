@@ -33,7 +33,7 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(ferry::serve::serve(layout, listener, async {
+        let task = tokio::spawn(ferry::serve::serve(layout, listener, ferry::serve::ServeOptions::default(), async {
             let _ = stopped.await;
         }));
         Server { base: format!("http://{address}"), address, stop, task, client: reqwest::Client::new() }

@@ -40,7 +40,7 @@ pub enum Command {
     Load(load::LoadArgs),
     /// Save images from the registry into one archive for an air-gapped site.
     Save(Box<save::SaveArgs>),
-    /// Serve an OCI image layout folder as a read-only registry.
+    /// Serve an OCI image layout folder or an archive as a read-only registry.
     Serve(serve::ServeArgs),
 }
 
