@@ -11,7 +11,7 @@ use ferry::save::{self, Platforms, SaveOptions};
 use ferry::settings;
 
 use super::output::{self, Reporter};
-use super::settings::SettingsArgs;
+use super::settings::{DownloadArgs, SettingsArgs};
 use super::{RegistryArgs, EXIT_OK};
 
 #[derive(Args, Debug)]
@@ -39,15 +39,8 @@ pub struct SaveArgs {
     /// file of digests, because the other side already has them.
     #[arg(long, value_name = "ARCHIVE_OR_LIST")]
     pub since: Option<PathBuf>,
-    /// Folder for downloaded and partial blobs (default: $FERRY_CACHE_DIR, else ~/.cache/ferry).
-    #[arg(long, value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
-    /// Keep downloaded blobs in the cache after the archive is written.
-    #[arg(long)]
-    pub keep_cache: bool,
-    /// Blobs downloaded at once.
-    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..64))]
-    pub jobs: u64,
+    #[command(flatten)]
+    pub download: DownloadArgs,
     /// Go on even when the free-space check fails.
     #[arg(long)]
     pub skip_disk_check: bool,
@@ -89,7 +82,7 @@ pub async fn run(mut args: SaveArgs, quiet: bool) -> anyhow::Result<u8> {
     let settings = args.settings.load()?;
     let references = settings::images(&settings)?;
     let client = args.settings.client(&args.registry, &settings, &references).await?;
-    let cache = super::settings::open_cache(args.cache_dir.clone())?;
+    let cache = super::settings::open_cache(args.download.cache_dir.clone())?;
     let folder = args.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     if !folder.is_dir() {
         anyhow::bail!("cannot write {}: the folder {} does not exist", args.output.display(), folder.display());
@@ -103,8 +96,8 @@ pub async fn run(mut args: SaveArgs, quiet: bool) -> anyhow::Result<u8> {
         node_platform: args.platform.clone(),
         split_size: args.split_size,
         since,
-        jobs: args.jobs as usize,
-        keep_cache: args.keep_cache,
+        jobs: args.download.jobs as usize,
+        keep_cache: args.download.keep_cache,
     };
 
     let plan = save::plan(&client, &cache, &args.output, &references, &options).await?;

@@ -16,6 +16,20 @@ use ferry::settings::{self, Overrides, Secret, Settings};
 
 use super::RegistryArgs;
 
+/// How blobs are downloaded and kept.
+#[derive(Args, Debug)]
+pub struct DownloadArgs {
+    /// Folder for downloaded and partial blobs (default: $FERRY_CACHE_DIR, else ~/.cache/ferry).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Keep downloaded blobs in the cache after they reached their destination.
+    #[arg(long)]
+    pub keep_cache: bool,
+    /// Blobs downloaded at once.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..64))]
+    pub jobs: u64,
+}
+
 /// Where the image list and registry credentials come from.
 #[derive(Args, Debug)]
 pub struct SettingsArgs {

@@ -10,7 +10,7 @@ use ferry::settings;
 use ferry::warmup::{self, Status, Target, WarmupOptions};
 
 use super::output::{self, Reporter};
-use super::settings::SettingsArgs;
+use super::settings::{DownloadArgs, SettingsArgs};
 use super::{RegistryArgs, EXIT_IMAGE_FAILED, EXIT_OK};
 
 #[derive(Args, Debug)]
@@ -23,15 +23,8 @@ pub struct WarmupArgs {
     /// Destination of the images: `docker` (the engine at DOCKER_HOST or the local socket) or `oci:PATH`.
     #[arg(long, value_name = "TARGET", default_value = "docker")]
     pub to: String,
-    /// Folder for downloaded and partial blobs (default: $FERRY_CACHE_DIR, else ~/.cache/ferry).
-    #[arg(long, value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
-    /// Keep downloaded blobs in the cache after they reached the target.
-    #[arg(long)]
-    pub keep_cache: bool,
-    /// Blobs downloaded at once.
-    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..64))]
-    pub jobs: u64,
+    #[command(flatten)]
+    pub download: DownloadArgs,
     /// Go on even when the free-space check fails.
     #[arg(long)]
     pub skip_disk_check: bool,
@@ -67,11 +60,11 @@ pub async fn run(args: WarmupArgs, quiet: bool) -> anyhow::Result<u8> {
             _ => anyhow::bail!("invalid --to {other:?}: use `docker` or `oci:PATH`"),
         },
     };
-    let cache = super::settings::open_cache(args.cache_dir.clone())?;
+    let cache = super::settings::open_cache(args.download.cache_dir.clone())?;
     let options = WarmupOptions {
         platform: args.platform.clone().unwrap_or_else(Platform::host),
-        jobs: args.jobs as usize,
-        keep_cache: args.keep_cache,
+        jobs: args.download.jobs as usize,
+        keep_cache: args.download.keep_cache,
     };
 
     let plan = warmup::plan(&client, &target, &cache, &references, &options).await?;
