@@ -9,14 +9,6 @@ use std::path::Path;
 use common::*;
 use serde_json::Value;
 
-fn run_json(command: &mut assert_cmd::Command) -> (i32, Value, String) {
-    let output = command.arg("--json").output().expect("ferry runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    let document = serde_json::from_str(&stdout).unwrap_or(Value::Null);
-    (output.status.code().unwrap_or(-1), document, stderr)
-}
-
 /// Member names and sizes of a tar file.
 fn members(path: &Path) -> Vec<(String, u64)> {
     let mut archive = tar::Archive::new(std::fs::File::open(path).unwrap());

@@ -6,15 +6,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-/// Runs ferry with `--json` and returns the exit code and the parsed document.
-fn run_json(command: &mut assert_cmd::Command) -> (i32, Value, String) {
-    let output = command.arg("--json").output().expect("ferry runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    let document = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stdout}\nstderr: {stderr}"));
-    (output.status.code().unwrap_or(-1), document, stderr)
-}
-
 fn write_inventory(env: &FerryEnv, text: &str) -> std::path::PathBuf {
     let path = env.work_dir().join("inventory.yml");
     std::fs::write(&path, text).unwrap();

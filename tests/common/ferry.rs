@@ -131,3 +131,13 @@ pub fn write_docker_auth(path: &Path, host: &str, user: &str, password: &str) {
         .unwrap_or_else(|error| panic!("failed to create {}: {error}", path.display()));
     serde_json::to_writer_pretty(&mut file, &contents).expect("failed to write the auth file");
 }
+
+/// Runs a ferry command with `--json` and returns the exit code, the JSON document on standard
+/// output (`Null` when it is not JSON), and standard error.
+pub fn run_json(command: &mut assert_cmd::Command) -> (i32, serde_json::Value, String) {
+    let output = command.arg("--json").output().expect("failed to run ferry");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let document = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
+    (output.status.code().unwrap_or(-1), document, stderr)
+}

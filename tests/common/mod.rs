@@ -49,7 +49,7 @@ mod token;
 
 pub use docker::{docker_inspect, docker_load, docker_remove_repo, unique_repo, RepoGuard};
 pub use fault_proxy::{Fault, FaultId, FaultProxy, FaultRule, ProxiedRequest};
-pub use ferry::{ferry_cmd, write_docker_auth, FerryCmd, FerryEnv, FERRY_VARIABLES};
+pub use ferry::{ferry_cmd, run_json, write_docker_auth, FerryCmd, FerryEnv, FERRY_VARIABLES};
 pub use image::{
     BuiltImage, BuiltIndex, BuiltLayer, Compression, ImageBuilder, IndexBuilder, LayerSpec,
     MediaTypes, OciLayout,
