@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # First run: build ferry, serve the bundled sample image on 127.0.0.1, and warm it up into the
-# local Docker engine (or into an OCI layout folder when no engine answers). Needs no external
+# local Docker engine (or into an OCI layout folder when no engine responds). Needs no external
 # server, and no internet once cargo has fetched the crates.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -36,7 +36,7 @@ pub struct EngineInfo {
     pub loads_zstd: bool,
 }
 
-/// What the engine holds under one name.
+/// Image the engine has under one name.
 #[derive(Clone, Debug)]
 pub struct EngineImage {
     pub id: String,

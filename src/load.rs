@@ -56,7 +56,7 @@ pub struct PlannedLoad {
 }
 
 impl PlannedLoad {
-    /// The name shown for the image: its first reference, else its image ID.
+    /// Returns the name shown for the image: its first reference, else its image ID.
     pub fn label(&self) -> String {
         self.image.names.first().cloned().unwrap_or_else(|| self.image.config_digest.to_string())
     }
@@ -196,7 +196,7 @@ pub async fn execute(engine: &Engine, info: &EngineInfo, plan: &LoadPlan, work_d
             platform: planned.image.platform.as_ref().map(ToString::to_string),
             status,
             bytes: 0,
-            seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            seconds: crate::warmup::elapsed_seconds(started),
             error,
         };
         progress.image_finished(position, &outcome);
@@ -273,7 +273,7 @@ pub fn write_layout(plan: &LoadPlan, path: &Path) -> Vec<ImageOutcome> {
                     Err(_) => Status::Failed,
                 },
                 bytes: 0,
-                seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+                seconds: crate::warmup::elapsed_seconds(started),
                 error: result.err().map(|e| crate::error_message(&e)),
             }
         })

@@ -19,10 +19,10 @@ pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 
 /// `Accept` header for manifest requests: all four types, so that no registry rewrites or hides
-/// a manifest (distribution 2.8 answers 404 for an OCI manifest when the OCI type is missing).
+/// a manifest (distribution 2.8 returns 404 for an OCI manifest when the OCI type is missing).
 pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
-/// Content descriptor: what a manifest or index says about a blob or a child manifest.
+/// Content descriptor: the media type, digest and size a manifest or index records for a blob or a child manifest.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Descriptor {
@@ -100,7 +100,7 @@ pub enum Document {
     Manifest(ImageManifest),
 }
 
-/// Why a manifest or config could not be used.
+/// Error for a manifest or config that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("{what}: unsupported manifest type {media_type:?} (ferry reads OCI and Docker schema 2 manifests and indexes)")]
@@ -113,7 +113,7 @@ pub enum ManifestError {
     Unrecognised { what: String },
 }
 
-/// Media types that say nothing about the document, so the body decides.
+/// Returns true for media types that describe no particular document, so the body decides.
 fn is_generic(content_type: &str) -> bool {
     matches!(content_type, "" | "application/json" | "text/plain" | "application/octet-stream")
 }

@@ -30,7 +30,7 @@ use crate::registry::{self, blob, Client, RegistryError};
 /// Name of the member that describes a ferry archive.
 pub const DESCRIPTION_MEMBER: &str = "ferry-archive.json";
 
-/// Which platforms of a multi-platform image go into the archive.
+/// Choice of the platforms of a multi-platform image that go into the archive.
 #[derive(Clone, Debug)]
 pub enum Platforms {
     /// The best match for this platform.
@@ -42,7 +42,7 @@ pub enum Platforms {
 #[derive(Clone, Debug)]
 pub struct SaveOptions {
     pub platforms: Platforms,
-    /// The nodes' platform: its manifest is the one `docker load` sees in `manifest.json`.
+    /// The nodes' platform: its manifest is the one `docker load` reads from `manifest.json`.
     pub node_platform: Platform,
     /// Write numbered parts smaller than this many bytes.
     pub split_size: Option<u64>,
@@ -52,7 +52,7 @@ pub struct SaveOptions {
     pub keep_cache: bool,
 }
 
-/// Why a save could not be planned or written.
+/// Error that stopped a save from being planned or written.
 #[derive(Debug, thiserror::Error)]
 pub enum SaveError {
     #[error(transparent)]
@@ -95,7 +95,7 @@ pub struct SavedImage {
     pub load_view: Option<usize>,
 }
 
-/// What a save will write.
+/// Save plan: the images, layers and space an archive needs.
 #[derive(Debug)]
 pub struct SavePlan {
     pub images: Vec<SavedImage>,
@@ -251,7 +251,7 @@ async fn fetch_manifest_with_config(
     Ok(SavedManifest { digest, media_type, raw, manifest, config, platform })
 }
 
-/// The media type of a manifest body: the response header, else the body's `mediaType`.
+/// Returns the media type of a manifest body: the response header, else the body's `mediaType`.
 fn media_type_of(content_type: Option<&str>, raw: &[u8]) -> String {
     let header = content_type.unwrap_or("").split(';').next().unwrap_or("").trim();
     if !header.is_empty() && header != "application/json" && header != "application/octet-stream" {
@@ -302,7 +302,7 @@ pub async fn execute(client: &Client, cache: &BlobCache, plan: &SavePlan, output
         blobs: plan.layers.len(),
         omitted_blobs: plan.omitted.len(),
         downloaded_bytes,
-        seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        seconds: crate::warmup::elapsed_seconds(started),
     })
 }
 

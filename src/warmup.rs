@@ -321,7 +321,7 @@ pub async fn execute(client: &Client, target: &Target, cache: &BlobCache, plan: 
 }
 
 /// Seconds since `started`, rounded to milliseconds so JSON shows plain decimals.
-fn elapsed_seconds(started: Instant) -> f64 {
+pub(crate) fn elapsed_seconds(started: Instant) -> f64 {
     (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0
 }
 

@@ -236,7 +236,7 @@ fn load_archives_listed_in_inventory() {
     assert_eq!(docker_inspect(&first_name).unwrap()["Id"], first.image_id());
     assert_eq!(docker_inspect(&second_name).unwrap()["Id"], second.image_id());
 
-    // Without arguments or the variable, the error says what to pass.
+    // Without arguments or the variable, the error names what to pass.
     let mut command = ferry_cmd();
     command.arg("load");
     let output = command.output().unwrap();

@@ -126,7 +126,7 @@ fn save_all_platforms_keeps_index_digest() {
     // skopeo reads the OCI layout view and finds the same index.
     let raw = skopeo(&["inspect", "--raw", &format!("oci-archive:{}:latest", archive.display())]);
     assert_eq!(sha256_digest(&raw.stdout), index.digest);
-    // docker load sees the nodes' platform (linux/amd64 by default).
+    // docker load reads the nodes' platform (linux/amd64 by default).
     docker_load(&archive);
     assert_eq!(docker_inspect(&name).unwrap()["Id"], index.image("amd64").image_id());
 }

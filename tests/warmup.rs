@@ -258,7 +258,7 @@ fn warmup_trusts_certs_d_for_its_host_only() {
     let name = format!("{}/{repo}:latest", registry.host());
     let certs = tempfile::tempdir().unwrap();
 
-    // Without the CA, TLS verification fails and says how to trust it.
+    // Without the CA, TLS verification fails and the error explains how to trust it.
     let mut command = ferry_cmd();
     command.args(["warmup", "--username", "deploy", "--warmup", &name, "--certs-dir"]).arg(certs.path()).env("REGISTRY_PASSWORD", "pw-certs-d");
     let (code, document, _) = run_json(&mut command);

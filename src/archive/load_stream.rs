@@ -1,9 +1,9 @@
 //! Docker-compatible image archives written as a stream, so images reach `POST /images/load`
 //! without a second full copy on disk.
 //!
-//! The archive contains `manifest.json` (which Docker's classic image store requires), each config
-//! as `blobs/sha256/<hex>`, and each layer file as stored in the cache (usually compressed; the
-//! engine decompresses it). A layer whose chain the engine already has is listed in
+//! The archive contains `manifest.json`, which Docker's classic image store requires, and each
+//! config as `blobs/sha256/<hex>`. Each layer file is sent as stored in the cache, usually
+//! compressed, and the engine decompresses it. A layer whose chain the engine already has is listed in
 //! `manifest.json` but its file is left out: the engine's loader does not open it.
 
 use std::collections::HashSet;
@@ -150,7 +150,7 @@ impl Write for ChannelWriter {
     }
 }
 
-/// Why a zstd layer could not be unpacked for an engine that cannot read zstd.
+/// Error from unpacking a zstd layer for an engine that cannot read zstd.
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
     #[error("the layer unpacks to {actual}, but the image config expects DiffID {expected}")]

@@ -81,7 +81,7 @@ pub fn numbered(base: &Path, index: usize) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Where the bytes of a blob are.
+/// Location of a blob's bytes.
 #[derive(Clone, Debug)]
 pub enum BlobSource {
     /// A whole file, such as a blob in the cache.

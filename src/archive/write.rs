@@ -24,7 +24,7 @@ fn partial_name(path: &Path) -> PathBuf {
 }
 
 impl PartWriter {
-    /// Writes `base`, or `base.001`, `base.002`, ... when `split_size` is set. Each part holds
+    /// Writes `base`, or `base.001`, `base.002`, ... when `split_size` is set. Each part contains
     /// fewer than `split_size` bytes, so a size of 4 GiB fits FAT32's limit of 4 GiB minus one byte.
     pub fn create(base: &Path, split_size: Option<u64>) -> std::io::Result<PartWriter> {
         let mut writer = PartWriter { base: base.to_owned(), split_size: split_size.map(|s| s.max(2)), current: None, written_in_part: 0, parts: Vec::new(), finished: false };

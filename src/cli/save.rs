@@ -25,7 +25,7 @@ pub struct SaveArgs {
     #[command(flatten)]
     pub settings: SettingsArgs,
     /// Platform of the nodes: the variant of each multi-platform image that is saved and that
-    /// `docker load` sees.
+    /// `docker load` reads.
     #[arg(long, value_name = "OS/ARCH[/VARIANT]", default_value = "linux/amd64")]
     pub platform: Platform,
     /// Keep every platform of multi-platform images, so their index digests are preserved.

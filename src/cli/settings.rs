@@ -16,7 +16,7 @@ use ferry::settings::{self, Overrides, Secret, Settings};
 
 use super::RegistryArgs;
 
-/// How blobs are downloaded and kept.
+/// Flags for downloading blobs and keeping them in the cache.
 #[derive(Args, Debug)]
 pub struct DownloadArgs {
     /// Folder for downloaded and partial blobs (default: $FERRY_CACHE_DIR, else ~/.cache/ferry).
@@ -30,7 +30,7 @@ pub struct DownloadArgs {
     pub jobs: u64,
 }
 
-/// Where the image list and registry credentials come from.
+/// Flags for the sources of the image list and registry credentials.
 #[derive(Args, Debug)]
 pub struct SettingsArgs {
     /// Ansible YAML inventory to read REGISTRY_URL, REGISTRY_ENV, REGISTRY_USERNAME,

@@ -9,10 +9,10 @@ use serde::Deserialize;
 
 use crate::credentials::Credential;
 
-/// How a registry asked to be authenticated, from a 401's `WWW-Authenticate` header.
+/// Authentication scheme a registry requests, from a 401's `WWW-Authenticate` header.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Challenge {
-    /// The registry answered without asking for credentials.
+    /// The registry responded without requesting credentials.
     None,
     Basic,
     Bearer { realm: String, service: Option<String>, scope: Option<String>, error: Option<String> },
@@ -72,7 +72,7 @@ fn parse_params(input: &str) -> HashMap<String, String> {
     params
 }
 
-/// The `Authorization: Basic` value for a user and password.
+/// Returns the `Authorization: Basic` value for a user and password.
 pub fn basic_header(username: &str, password: &str) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}")))
 }
@@ -127,7 +127,7 @@ impl TokenCache {
     }
 }
 
-/// Who ferry authenticates as, for messages: the user name, never the secret.
+/// Describes who ferry authenticates as, for messages: the user name, never the secret.
 pub fn describe_user(credential: Option<&Credential>) -> String {
     match credential {
         Some(Credential::Basic { username, .. }) => format!("user {username:?}"),

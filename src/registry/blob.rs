@@ -185,7 +185,7 @@ async fn rehash_prefix(partial: &std::path::Path, size: u64) -> Result<(Hasher, 
 }
 
 /// Downloads several blobs at once, `jobs` at a time. A failure does not cancel the others, so
-/// every blob that can complete lands in the cache for the next run; the first error is returned.
+/// every blob that can complete lands in the cache for the next run. Returns the first error.
 pub async fn download_all<'a>(
     client: &Client,
     blobs: impl Iterator<Item = (&'a Reference, &'a Descriptor)>,
