@@ -27,8 +27,8 @@ pub enum LoadError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Layout(#[from] crate::layout::LayoutError),
-    #[error("image {image}: layer {diff_id} is not in this archive (ferry save --since left it out) and the engine does not have it; load the earlier archive first")]
-    MissingLayer { image: String, diff_id: Digest },
+    #[error("{}: image {image}: layer {diff_id} is not in this archive (ferry save --since left it out), and neither the engine nor an archive named before this one has it; load the earlier archive first, or name it before this one", archive.display())]
+    MissingLayer { archive: PathBuf, image: String, diff_id: Digest },
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
     #[error("image {image}: {source}")]
@@ -45,13 +45,14 @@ impl From<ArchiveError> for LoadError {
     }
 }
 
-/// One image of the archive and what the engine lacks of it.
+/// One image of an archive and what the engine lacks of it.
 #[derive(Debug)]
 pub struct PlannedLoad {
     pub image: StoredImage,
     /// The engine already has this image under every name the archive gives it.
     pub present: bool,
-    /// Per layer: the engine already has the layer stack up to it.
+    /// Per layer: the engine has the layer stack up to it, or will have it once the archives
+    /// named earlier are loaded. Such layers are not sent.
     pub in_engine: Vec<bool>,
 }
 
@@ -62,11 +63,24 @@ impl PlannedLoad {
     }
 }
 
+/// One archive of a load and its images, in archive order.
 #[derive(Debug)]
-pub struct LoadPlan {
+pub struct ArchivePlan {
     pub index: ArchiveIndex,
     pub contents: Contents,
     pub images: Vec<PlannedLoad>,
+}
+
+impl ArchivePlan {
+    pub fn path(&self) -> &Path {
+        self.index.path()
+    }
+}
+
+/// Archives to load, in the order given, and the space they need together.
+#[derive(Debug)]
+pub struct LoadPlan {
+    pub archives: Vec<ArchivePlan>,
     /// Bytes the engine receives.
     pub bytes_to_send: u64,
     pub space: Vec<SpaceCheck>,
@@ -76,36 +90,60 @@ impl LoadPlan {
     pub fn space_problems(&self) -> Vec<&SpaceCheck> {
         self.space.iter().filter(|c| !c.is_enough()).collect()
     }
+
+    /// Returns every image of every archive, in load order.
+    pub fn images(&self) -> impl Iterator<Item = (&ArchivePlan, &PlannedLoad)> {
+        self.archives.iter().flat_map(|archive| archive.images.iter().map(move |image| (archive, image)))
+    }
 }
 
-/// Reads the archive and the engine and measures the space needed. Changes nothing.
-pub async fn plan(engine: &Engine, info: &EngineInfo, path: &Path, platform: &Platform, work_dir: &Path) -> Result<LoadPlan, LoadError> {
-    let (index, contents) = read_archive(path, platform).await?;
+/// Reads the archives and the engine and measures the space needed. Changes nothing.
+///
+/// Archives load in the order given, so a layer that `ferry save --since` left out of one
+/// archive may come from an archive named before it.
+pub async fn plan(engine: &Engine, info: &EngineInfo, paths: &[PathBuf], platform: &Platform, work_dir: &Path) -> Result<LoadPlan, LoadError> {
     let chains = engine.chain_ids().await?;
-
-    let mut images = Vec::new();
+    // Layer stacks that the archives planned so far will have put in the engine.
+    let mut provided: HashSet<Digest> = HashSet::new();
     let mut seen = HashSet::new();
     let (mut bytes_to_send, mut unpacked) = (0, 0);
-    for image in &contents.images {
-        let diff_ids: Vec<Digest> = image.layers.iter().map(|l| l.diff_id.clone()).collect();
-        let in_engine: Vec<bool> = engine::chain_ids(&diff_ids).iter().map(|chain| chains.contains(chain)).collect();
-        let present = is_present(engine, image).await?;
-        let label = image.names.first().cloned().unwrap_or_else(|| image.config_digest.to_string());
-        for (layer, have) in image.layers.iter().zip(&in_engine) {
-            if *have || present {
-                continue;
+    let mut archives = Vec::new();
+    for path in paths {
+        let (index, contents) = read_archive(path, platform).await?;
+        let mut images = Vec::new();
+        for image in &contents.images {
+            let diff_ids: Vec<Digest> = image.layers.iter().map(|l| l.diff_id.clone()).collect();
+            let image_chains = engine::chain_ids(&diff_ids);
+            let mut in_engine: Vec<bool> = image_chains.iter().map(|chain| chains.contains(chain)).collect();
+            let present = is_present(engine, image).await?;
+            let label = image.names.first().cloned().unwrap_or_else(|| image.config_digest.to_string());
+            for ((layer, have), chain) in image.layers.iter().zip(in_engine.iter_mut()).zip(&image_chains) {
+                if *have || present {
+                    continue;
+                }
+                if layer.omitted {
+                    if !provided.contains(chain) {
+                        return Err(LoadError::MissingLayer { archive: path.clone(), image: label, diff_id: layer.diff_id.clone() });
+                    }
+                    *have = true;
+                    continue;
+                }
+                if seen.insert(layer.diff_id.clone()) {
+                    bytes_to_send += layer.size;
+                    // A layer stored as a plain tar is its own unpacked size; others are estimated.
+                    let plain = layer.blob_digest.as_ref() == Some(&layer.diff_id) || layer.member.ends_with("layer.tar");
+                    unpacked += if plain { layer.size } else { layer.size * UNPACK_ESTIMATE_FACTOR };
+                }
             }
-            if layer.omitted {
-                return Err(LoadError::MissingLayer { image: label, diff_id: layer.diff_id.clone() });
-            }
-            if seen.insert(layer.diff_id.clone()) {
-                bytes_to_send += layer.size;
-                // A layer stored as a plain tar is its own unpacked size; others are estimated.
-                let plain = layer.blob_digest.as_ref() == Some(&layer.diff_id) || layer.member.ends_with("layer.tar");
-                unpacked += if plain { layer.size } else { layer.size * UNPACK_ESTIMATE_FACTOR };
-            }
+            images.push(PlannedLoad { image: image.clone(), present, in_engine });
         }
-        images.push(PlannedLoad { image: image.clone(), present, in_engine });
+        // Chains are added once the whole archive is planned: within one archive, each image
+        // sends the layers it stores.
+        for planned in &images {
+            let diff_ids: Vec<Digest> = planned.image.layers.iter().map(|l| l.diff_id.clone()).collect();
+            provided.extend(engine::chain_ids(&diff_ids));
+        }
+        archives.push(ArchivePlan { index, contents, images });
     }
 
     let mut demands = Vec::new();
@@ -122,7 +160,7 @@ pub async fn plan(engine: &Engine, info: &EngineInfo, path: &Path, platform: &Pl
         demands.push(Demand { path: work_dir.to_owned(), purpose: "zstd layers unpacked for this engine".into(), bytes: 0, estimated: 0 });
     }
     let space = disk::check(&demands).map_err(|source| LoadError::Io { path: work_dir.to_owned(), source })?;
-    Ok(LoadPlan { index, contents, images, bytes_to_send, space })
+    Ok(LoadPlan { archives, bytes_to_send, space })
 }
 
 async fn read_archive(path: &Path, platform: &Platform) -> Result<(ArchiveIndex, Contents), LoadError> {
@@ -135,20 +173,25 @@ async fn read_archive(path: &Path, platform: &Platform) -> Result<(ArchiveIndex,
     Ok(read.await.expect("the archive reader panicked")?)
 }
 
-/// Plans writing the archive's images into an OCI layout folder: everything is copied, and the
+/// Plans writing the archives' images into an OCI layout folder: everything is copied, and the
 /// space needed is the size of the layers on the layout's filesystem.
-pub async fn plan_for_layout(archive: &Path, platform: &Platform, layout: &Path) -> Result<LoadPlan, LoadError> {
-    let (index, contents) = read_archive(archive, platform).await?;
+pub async fn plan_for_layout(paths: &[PathBuf], platform: &Platform, layout: &Path) -> Result<LoadPlan, LoadError> {
     let mut seen = HashSet::new();
-    let bytes_to_send = contents.images.iter().flat_map(|i| &i.layers).filter(|l| seen.insert(l.diff_id.clone())).map(|l| l.size).sum();
-    let images = contents
-        .images
-        .iter()
-        .map(|image| PlannedLoad { image: image.clone(), present: false, in_engine: vec![false; image.layers.len()] })
-        .collect();
+    let mut bytes_to_send = 0;
+    let mut archives = Vec::new();
+    for path in paths {
+        let (index, contents) = read_archive(path, platform).await?;
+        bytes_to_send += contents.images.iter().flat_map(|i| &i.layers).filter(|l| seen.insert(l.diff_id.clone())).map(|l| l.size).sum::<u64>();
+        let images = contents
+            .images
+            .iter()
+            .map(|image| PlannedLoad { image: image.clone(), present: false, in_engine: vec![false; image.layers.len()] })
+            .collect();
+        archives.push(ArchivePlan { index, contents, images });
+    }
     let demands = [Demand { path: layout.to_owned(), purpose: "OCI layout".into(), bytes: bytes_to_send, estimated: 0 }];
     let space = disk::check(&demands).map_err(|source| LoadError::Io { path: layout.to_owned(), source })?;
-    Ok(LoadPlan { index, contents, images, bytes_to_send, space })
+    Ok(LoadPlan { archives, bytes_to_send, space })
 }
 
 async fn is_present(engine: &Engine, image: &StoredImage) -> Result<bool, LoadError> {
@@ -166,24 +209,25 @@ async fn is_present(engine: &Engine, image: &StoredImage) -> Result<bool, LoadEr
 
 /// Hashes every member the images to load use; fails naming the first bad member.
 pub async fn verify(plan: &LoadPlan, on_bytes: &(dyn Fn(u64) + Send + Sync)) -> Result<(), LoadError> {
-    let index = plan.index.clone();
-    let wanted: Vec<StoredImage> = plan.images.iter().filter(|p| !p.present).map(|p| p.image.clone()).collect();
-    let contents = Contents { kind: plan.contents.kind, images: wanted, skipped: Vec::new() };
-    tokio::task::block_in_place(|| read::verify(&index, &contents, on_bytes))?;
+    for archive in &plan.archives {
+        let wanted: Vec<StoredImage> = archive.images.iter().filter(|p| !p.present).map(|p| p.image.clone()).collect();
+        let contents = Contents { kind: archive.contents.kind, images: wanted, skipped: Vec::new() };
+        tokio::task::block_in_place(|| read::verify(&archive.index, &contents, on_bytes))?;
+    }
     Ok(())
 }
 
 /// Loads each image the engine lacks and checks its names afterwards.
 pub async fn execute(engine: &Engine, info: &EngineInfo, plan: &LoadPlan, work_dir: &Path, progress: &dyn Progress) -> Vec<ImageOutcome> {
     let mut outcomes = Vec::new();
-    for (position, planned) in plan.images.iter().enumerate() {
+    for (position, (archive, planned)) in plan.images().enumerate() {
         let started = Instant::now();
         let label = planned.label();
         let status = if planned.present {
             Ok(Status::Unchanged)
         } else {
             progress.image_stage(position, &format!("loading {label} into Docker"));
-            load_one(engine, info, plan, planned, work_dir).await.map(|()| Status::Changed)
+            load_one(engine, info, archive, planned, work_dir).await.map(|()| Status::Changed)
         };
         let (status, error) = match status {
             Ok(status) => (status, None),
@@ -205,7 +249,7 @@ pub async fn execute(engine: &Engine, info: &EngineInfo, plan: &LoadPlan, work_d
     outcomes
 }
 
-async fn load_one(engine: &Engine, info: &EngineInfo, plan: &LoadPlan, planned: &PlannedLoad, work_dir: &Path) -> Result<(), LoadError> {
+async fn load_one(engine: &Engine, info: &EngineInfo, plan: &ArchivePlan, planned: &PlannedLoad, work_dir: &Path) -> Result<(), LoadError> {
     let image = &planned.image;
     let label = planned.label();
     let mut layers = Vec::new();
@@ -255,13 +299,12 @@ async fn load_one(engine: &Engine, info: &EngineInfo, plan: &LoadPlan, planned: 
 /// NOTE: the manifest is written anew from the config and layers, so its digest can differ from
 /// the registry's even when the archive kept the original (as ferry save archives do).
 pub fn write_layout(plan: &LoadPlan, path: &Path) -> Vec<ImageOutcome> {
-    plan.contents
-        .images
-        .iter()
-        .map(|image| {
+    plan.images()
+        .map(|(archive, planned)| {
+            let image = &planned.image;
             let started = Instant::now();
             let label = image.names.first().cloned().unwrap_or_else(|| image.config_digest.to_string());
-            let result = write_image_to_layout(plan, image, path);
+            let result = write_image_to_layout(archive, image, path);
             ImageOutcome {
                 reference: label,
                 digest: result.as_ref().ok().map(|(digest, _)| digest.to_string()),
@@ -281,7 +324,7 @@ pub fn write_layout(plan: &LoadPlan, path: &Path) -> Vec<ImageOutcome> {
 }
 
 /// Returns the manifest digest and whether anything was written.
-fn write_image_to_layout(plan: &LoadPlan, image: &StoredImage, path: &Path) -> Result<(Digest, bool), LoadError> {
+fn write_image_to_layout(plan: &ArchivePlan, image: &StoredImage, path: &Path) -> Result<(Digest, bool), LoadError> {
     use crate::manifest::{OCI_CONFIG, OCI_MANIFEST};
     let io = |source| LoadError::Io { path: path.to_owned(), source };
     let layout = crate::layout::Layout::create(path)?;
@@ -289,7 +332,7 @@ fn write_image_to_layout(plan: &LoadPlan, image: &StoredImage, path: &Path) -> R
     let mut layers = Vec::new();
     for layer in &image.layers {
         if layer.omitted {
-            return Err(LoadError::MissingLayer { image: label, diff_id: layer.diff_id.clone() });
+            return Err(LoadError::MissingLayer { archive: plan.path().to_owned(), image: label, diff_id: layer.diff_id.clone() });
         }
         let source = BlobSource::Range { parts: plan.index.parts().clone(), offset: layer.offset, len: layer.size };
         let (digest, media_type) = copy_layer(&layout, &source, layer.size).map_err(io)?;

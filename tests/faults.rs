@@ -8,7 +8,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::*;
 use serde_json::Value;
@@ -593,43 +592,6 @@ fn token_wrong_password_hidden() {
 
 // ---------------------------------------------------------------------------------------------
 // Disk space
-
-/// A tmpfs mounted on a temporary folder, unmounted on Drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        let dir = tempfile::Builder::new()
-            .prefix("ferry-test-tmpfs-")
-            .tempdir()
-            .unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .expect("failed to run mount");
-        assert!(
-            status.success(),
-            "mount -t tmpfs failed (the tests run as root)"
-        );
-        Tmpfs { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let status = Command::new("umount").arg(self.dir.path()).status();
-        if !matches!(status, Ok(status) if status.success()) {
-            eprintln!("failed to unmount {}", self.dir.path().display());
-        }
-    }
-}
 
 /// Pushes an image of three 1 MB layers, about 3 MB in the registry.
 fn push_three_megabytes(registry: &Registry, label: &str) -> Pushed {

@@ -121,6 +121,43 @@ fn load_skopeo_archives() {
     }
 }
 
+/// Runs podman with its own storage under `root` (vfs driver: no mounts), asserting success.
+fn podman(root: &Path, args: &[&str]) {
+    let output = std::process::Command::new("podman")
+        .arg("--root")
+        .arg(root.join("storage"))
+        .arg("--runroot")
+        .arg(root.join("run"))
+        .args(["--storage-driver", "vfs"])
+        .args(args)
+        .output()
+        .expect("failed to run podman (the Debian package podman)");
+    assert!(output.status.success(), "podman {} failed:\n{}", args.join(" "), String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
+fn load_podman_archives() {
+    let mut layout = OciLayout::new();
+    let image = ImageBuilder::new().layer(LayerSpec::random(20_000).gzip()).layer(LayerSpec::random(10_000).gzip()).write(&mut layout, "v1");
+    let work = tempfile::tempdir().unwrap();
+    let repo = format!("ferry.test/{}", unique_repo("load-podman"));
+    // podman names a pulled layout after its path, which must be lowercase: pull through a link.
+    let link = std::env::temp_dir().join(unique_repo("podman-layout").replace('/', "-"));
+    std::os::unix::fs::symlink(layout.path(), &link).unwrap();
+    podman(work.path(), &["pull", "-q", &format!("oci:{}:v1", link.display())]);
+    std::fs::remove_file(&link).unwrap();
+    podman(work.path(), &["tag", image.image_id().trim_start_matches("sha256:"), &format!("{repo}:v1")]);
+    for format in ["docker-archive", "oci-archive"] {
+        let _guard = RepoGuard::new(&repo);
+        let archive = work.path().join(format!("{format}.tar"));
+        podman(work.path(), &["save", "--format", format, "-o", archive.to_str().unwrap(), &format!("{repo}:v1")]);
+
+        let (code, document, stderr) = load(&archive);
+        assert_eq!(code, 0, "{format}: {document}\n{stderr}");
+        assert_eq!(docker_inspect(&format!("{repo}:v1")).unwrap()["Id"], image.image_id(), "{format}");
+    }
+}
+
 #[test]
 fn load_rejects_flipped_layer_byte() {
     let registry = Registry::start_plain();
@@ -273,4 +310,119 @@ fn load_into_oci_layout() {
     let (code, document, _) = run_json(&mut command);
     assert_eq!(code, 0);
     assert_eq!(document["images"][0]["status"], "unchanged");
+}
+
+#[test]
+fn load_checks_space_on_docker_root() {
+    let registry = Registry::start_plain();
+    let (name, _) = pushed_image(&registry, "load-space");
+    let _guard = RepoGuard::new(name.rsplit_once(':').unwrap().0);
+    let out = tempfile::tempdir().unwrap();
+    let archive = out.path().join("images.tar");
+    ferry_save(&registry, &name, &archive, &[]);
+    // The layers need about 125 kB staged plus their unpacked estimate: more than 64 kB.
+    let small = Tmpfs::mount("64k");
+
+    let mut command = ferry_cmd();
+    command.arg("load").arg(&archive).arg("--docker-root").arg(small.path());
+    let (code, document, stderr) = run_json(&mut command);
+    assert_eq!(code, 2, "{document}\n{stderr}");
+    assert_eq!(document["ok"], false);
+    let error = document["error"].as_str().unwrap();
+    assert!(error.contains("Docker data root"), "{error}");
+    assert!(error.contains(&small.path().display().to_string()), "the error names the folder: {error}");
+    assert!(docker_inspect(&name).is_none(), "nothing is loaded");
+
+    // The same check guards an OCI layout on a full filesystem, and writes nothing there.
+    let layout = small.path().join("layout");
+    let mut command = ferry_cmd();
+    command.arg("load").arg(&archive).arg("--to").arg(format!("oci:{}", layout.display()));
+    let (code, document, stderr) = run_json(&mut command);
+    assert_eq!(code, 2, "{document}\n{stderr}");
+    assert!(document["error"].as_str().unwrap().contains("OCI layout"), "{document}");
+    assert!(!layout.exists());
+
+    // --skip-disk-check goes on, with a warning.
+    let mut command = ferry_cmd();
+    command.arg("load").arg(&archive).arg("--docker-root").arg(small.path()).arg("--skip-disk-check");
+    let (code, document, stderr) = run_json(&mut command);
+    assert_eq!(code, 0, "{document}\n{stderr}");
+    assert!(stderr.contains("--skip-disk-check"), "{stderr}");
+    assert!(docker_inspect(&name).is_some());
+}
+
+/// Saves `v1` and an update `v2` sharing its base layer, the update with `--since` the first
+/// archive. Returns both archive paths and the names and images of v1 and v2.
+fn save_base_and_update(registry: &Registry, repo: &str, out: &Path) -> ((PathBuf, PathBuf), (String, BuiltImage), (String, BuiltImage)) {
+    let base = LayerSpec::random(60_000).gzip();
+    let mut layout = OciLayout::new();
+    let v1 = ImageBuilder::new().layer(base.clone()).write(&mut layout, "v1");
+    let v2 = ImageBuilder::new().layer(base).layer(LayerSpec::random(10_000)).write(&mut layout, "v2");
+    registry.push(&layout, "v1", &format!("{repo}:v1"));
+    registry.push(&layout, "v2", &format!("{repo}:v2"));
+    let (first, update) = (out.join("v1.tar"), out.join("v2.tar"));
+    let (v1_name, v2_name) = (format!("{}/{repo}:v1", registry.host()), format!("{}/{repo}:v2", registry.host()));
+    ferry_save(registry, &v1_name, &first, &[]);
+    ferry_save(registry, &v2_name, &update, &["--since", first.to_str().unwrap()]);
+    ((first, update), (v1_name, v1), (v2_name, v2))
+}
+
+#[test]
+fn load_several_archives_in_order() {
+    let registry = Registry::start_plain();
+    let repo = unique_repo("load-many");
+    let _guard = RepoGuard::new(format!("{}/{repo}", registry.host()));
+    let out = tempfile::tempdir().unwrap();
+    let ((first, update), (v1_name, v1), (v2_name, v2)) = save_base_and_update(&registry, &repo, out.path());
+
+    // The update named before its base: a clear error, and nothing from either archive loaded.
+    let mut command = ferry_cmd();
+    command.arg("load").arg(&update).arg(&first);
+    let (code, _, stderr) = run_json(&mut command);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("name it before this one"), "{stderr}");
+    assert!(stderr.contains("v2.tar"), "the error names the archive: {stderr}");
+    assert!(docker_inspect(&v1_name).is_none());
+
+    // In order, both load, and one JSON document reports both archives.
+    let mut command = ferry_cmd();
+    command.arg("load").arg(&first).arg(&update);
+    let (code, document, stderr) = run_json(&mut command);
+    assert_eq!(code, 0, "{document}\n{stderr}");
+    assert_eq!(document["archives"].as_array().unwrap().len(), 2, "{document}");
+    assert_eq!(document["changed"], 2, "{document}");
+    assert_eq!(document["images"][0]["reference"], v1_name.as_str());
+    assert_eq!(document["images"][0]["archive"], first.to_str().unwrap());
+    assert_eq!(document["images"][1]["reference"], v2_name.as_str());
+    assert_eq!(document["images"][1]["archive"], update.to_str().unwrap());
+    assert_eq!(docker_inspect(&v1_name).unwrap()["Id"], v1.image_id());
+    assert_eq!(docker_inspect(&v2_name).unwrap()["Id"], v2.image_id());
+}
+
+#[test]
+fn load_verifies_every_archive_first() {
+    let registry = Registry::start_plain();
+    let (good_name, _) = pushed_image(&registry, "load-first-good");
+    let (bad_name, bad_image) = pushed_image(&registry, "load-first-bad");
+    let mut guard = RepoGuard::new(good_name.rsplit_once(':').unwrap().0);
+    guard.add(bad_name.rsplit_once(':').unwrap().0);
+    let out = tempfile::tempdir().unwrap();
+    let (good, bad) = (out.path().join("good.tar"), out.path().join("bad.tar"));
+    ferry_save(&registry, &good_name, &good, &[]);
+    ferry_save(&registry, &bad_name, &bad, &[]);
+    let layer = bad_image.layers[0].digest.trim_start_matches("sha256:").to_owned();
+    let mut data = std::fs::read(&bad).unwrap();
+    let member = format!("blobs/sha256/{layer}");
+    let header = data.windows(member.len()).position(|w| w == member.as_bytes()).unwrap();
+    data[header + 512 + 1000] ^= 0x40;
+    std::fs::write(&bad, &data).unwrap();
+
+    // The second archive is damaged, so the first one is not loaded either.
+    let mut command = ferry_cmd();
+    command.arg("load").arg(&good).arg(&bad);
+    let (code, document, stderr) = run_json(&mut command);
+    assert_eq!(code, 2, "{document}\n{stderr}");
+    assert!(document["error"].as_str().unwrap().contains(&layer), "{document}");
+    assert!(docker_inspect(&good_name).is_none(), "nothing is loaded");
+    assert!(docker_inspect(&bad_name).is_none());
 }

@@ -1,17 +1,18 @@
 //! `ferry load`: an archive into the node's Docker engine, verified first.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use indicatif::HumanBytes;
 use serde_json::json;
 
 use ferry::engine::Engine;
-use ferry::load;
+use ferry::load::{self, LoadPlan};
 use ferry::platform::Platform;
-use ferry::warmup::Status;
+use ferry::warmup::{ImageOutcome, Status};
 
 use super::output::{self, Reporter};
+use super::settings::DiskArgs;
 use super::{EXIT_IMAGE_FAILED, EXIT_OK};
 
 #[derive(Args, Debug)]
@@ -39,9 +40,8 @@ pub struct LoadArgs {
     /// Folder for zstd layers unpacked for engines older than Docker 23 (default: the cache folder).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Go on even when the free-space check fails.
-    #[arg(long)]
-    pub skip_disk_check: bool,
+    #[command(flatten)]
+    pub disk: DiskArgs,
     /// Print what would be loaded and the space needed, verify nothing and load nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -88,55 +88,36 @@ fn archive_list(args: &LoadArgs) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 pub async fn run(args: LoadArgs, quiet: bool) -> anyhow::Result<u8> {
-    let mut code = EXIT_OK;
-    for archive in archive_list(&args)? {
-        code = code.max(run_one(&args, &archive, quiet).await?);
-    }
-    Ok(code)
-}
-
-async fn run_one(args: &LoadArgs, archive: &std::path::Path, quiet: bool) -> anyhow::Result<u8> {
+    let archives = archive_list(&args)?;
     if let Some(layout) = args.to.strip_prefix("oci:") {
-        return run_to_layout(args, archive, std::path::Path::new(layout), quiet).await;
+        return run_to_layout(&args, &archives, Path::new(layout), quiet).await;
     }
     if args.to != "docker" {
         anyhow::bail!("invalid --to {:?}: use `docker` or `oci:PATH`", args.to);
     }
     let engine = Engine::connect().await?;
-    let info = engine.info().await?;
+    let mut info = engine.info().await?;
+    args.disk.apply(&mut info);
     let cache = super::settings::open_cache(args.cache_dir.clone())?;
     let work_dir = cache.root().join("unpacked");
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
 
-    let plan = load::plan(&engine, &info, archive, &platform, &work_dir).await?;
-    for skipped in &plan.contents.skipped {
-        tracing::warn!("skipping {} ({}): {}", skipped.names.join(", "), skipped.digest, skipped.reason);
-    }
+    let plan = load::plan(&engine, &info, &archives, &platform, &work_dir).await?;
+    warn_skipped(&plan);
     if args.dry_run {
-        let images: Vec<_> = plan
-            .images
-            .iter()
-            .map(|p| json!({ "reference": p.label(), "image_id": p.image.config_digest.to_string(), "action": if p.present { "none" } else { "load" } }))
-            .collect();
-        if args.json {
-            println!("{}", json!({ "dry_run": true, "kind": plan.contents.kind.to_string(), "images": images, "bytes_to_send": plan.bytes_to_send, "space": plan.space }));
-        } else {
-            println!("{} archive, dry run, nothing changed:", plan.contents.kind);
-            for image in &images {
-                println!("  {:<8} {}", if image["action"] == "none" { "present" } else { "load" }, image["reference"].as_str().unwrap_or_default());
-            }
-            println!("to send to Docker: {}", HumanBytes(plan.bytes_to_send));
-        }
+        print_dry_run(&plan, args.json);
         return Ok(EXIT_OK);
     }
-    if let Some(code) = output::check_space(&plan.space_problems(), args.skip_disk_check, args.json) {
+    if let Some(code) = output::check_space(&plan.space_problems(), args.disk.skip_disk_check, args.json) {
         return Ok(code);
     }
 
-    // Everything the images use is checked before the engine receives a byte.
-    let reporter = Reporter::new(plan.images.len(), args.json || quiet);
+    // Everything the images use is checked, in every archive, before the engine receives a byte.
+    let reporter = Reporter::new(plan.images().count(), args.json || quiet);
     if !quiet && !args.json {
-        eprintln!("verifying {}", archive.display());
+        for archive in &plan.archives {
+            eprintln!("verifying {}", archive.path().display());
+        }
     }
     load::verify(&plan, &|_| {}).await?;
     let outcomes = load::execute(&engine, &info, &plan, &work_dir, &reporter).await;
@@ -144,56 +125,114 @@ async fn run_one(args: &LoadArgs, archive: &std::path::Path, quiet: bool) -> any
     cache.remove_empty_folders();
 
     let target = format!("Docker {} at {}", info.server_version, engine.endpoint());
-    if args.json {
-        let count = |status| outcomes.iter().filter(|o| o.status == status).count();
-        println!(
-            "{}",
-            json!({ "ok": count(Status::Failed) == 0, "target": target, "kind": plan.contents.kind.to_string(), "changed": count(Status::Changed), "unchanged": count(Status::Unchanged), "failed": count(Status::Failed), "images": outcomes })
-        );
-    } else {
-        for outcome in &outcomes {
-            match outcome.status {
-                Status::Changed => println!("loaded     {} {}", outcome.reference, outcome.image_id.as_deref().unwrap_or("-")),
-                Status::Unchanged => println!("unchanged  {} {}", outcome.reference, outcome.image_id.as_deref().unwrap_or("-")),
-                Status::Failed => println!("failed     {}: {}", outcome.reference, outcome.error.as_deref().unwrap_or("unknown error")),
-            }
-        }
-    }
-    let all_ok = outcomes.iter().all(|o| o.status != Status::Failed);
-    Ok(if all_ok { EXIT_OK } else { EXIT_IMAGE_FAILED })
+    print_outcomes(&plan, &outcomes, &target, "loaded", args.json);
+    Ok(exit_code(&outcomes))
 }
 
-/// Writes an archive's images into an OCI layout folder, after verifying them.
-async fn run_to_layout(args: &LoadArgs, archive: &std::path::Path, layout: &std::path::Path, quiet: bool) -> anyhow::Result<u8> {
+/// Writes the archives' images into an OCI layout folder, after verifying them.
+async fn run_to_layout(args: &LoadArgs, archives: &[PathBuf], layout: &Path, quiet: bool) -> anyhow::Result<u8> {
     if layout.as_os_str().is_empty() {
         anyhow::bail!("invalid --to oci: name the layout folder, such as oci:/srv/images");
     }
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
-    let plan = load::plan_for_layout(archive, &platform, layout).await?;
-    if let Some(code) = output::check_space(&plan.space_problems(), args.skip_disk_check, args.json) {
+    let plan = load::plan_for_layout(archives, &platform, layout).await?;
+    warn_skipped(&plan);
+    if let Some(code) = output::check_space(&plan.space_problems(), args.disk.skip_disk_check, args.json) {
         return Ok(code);
     }
     if args.dry_run {
-        println!("would write {} images ({}) to {}", plan.images.len(), HumanBytes(plan.bytes_to_send), layout.display());
+        println!("would write {} images ({}) to {}", plan.images().count(), HumanBytes(plan.bytes_to_send), layout.display());
         return Ok(EXIT_OK);
     }
     if !quiet && !args.json {
-        eprintln!("verifying {}", archive.display());
+        for archive in &plan.archives {
+            eprintln!("verifying {}", archive.path().display());
+        }
     }
     load::verify(&plan, &|_| {}).await?;
     let outcomes = tokio::task::block_in_place(|| load::write_layout(&plan, layout));
-    let target = format!("OCI layout {}", layout.display());
-    if args.json {
-        let count = |status| outcomes.iter().filter(|o| o.status == status).count();
-        println!("{}", json!({ "ok": count(Status::Failed) == 0, "target": target, "changed": count(Status::Changed), "unchanged": count(Status::Unchanged), "failed": count(Status::Failed), "images": outcomes }));
-    } else {
-        for outcome in &outcomes {
-            match outcome.status {
-                Status::Changed => println!("written    {} {}", outcome.reference, outcome.digest.as_deref().unwrap_or("-")),
-                Status::Unchanged => println!("unchanged  {} {}", outcome.reference, outcome.digest.as_deref().unwrap_or("-")),
-                Status::Failed => println!("failed     {}: {}", outcome.reference, outcome.error.as_deref().unwrap_or("unknown error")),
-            }
+    print_outcomes(&plan, &outcomes, &format!("OCI layout {}", layout.display()), "written", args.json);
+    Ok(exit_code(&outcomes))
+}
+
+fn warn_skipped(plan: &LoadPlan) {
+    for archive in &plan.archives {
+        for skipped in &archive.contents.skipped {
+            tracing::warn!("{}: skipping {} ({}): {}", archive.path().display(), skipped.names.join(", "), skipped.digest, skipped.reason);
         }
     }
-    Ok(if outcomes.iter().all(|o| o.status != Status::Failed) { EXIT_OK } else { EXIT_IMAGE_FAILED })
+}
+
+/// Returns the archives as JSON: path and format of each.
+fn archives_json(plan: &LoadPlan) -> Vec<serde_json::Value> {
+    plan.archives.iter().map(|a| json!({ "path": a.path(), "kind": a.contents.kind.to_string() })).collect()
+}
+
+fn print_dry_run(plan: &LoadPlan, as_json: bool) {
+    let images: Vec<_> = plan
+        .images()
+        .map(|(archive, p)| {
+            json!({
+                "reference": p.label(),
+                "image_id": p.image.config_digest.to_string(),
+                "action": if p.present { "none" } else { "load" },
+                "archive": archive.path(),
+            })
+        })
+        .collect();
+    if as_json {
+        println!("{}", json!({ "dry_run": true, "archives": archives_json(plan), "images": images, "bytes_to_send": plan.bytes_to_send, "space": plan.space }));
+        return;
+    }
+    for archive in &plan.archives {
+        println!("{} ({} archive), dry run, nothing changed:", archive.path().display(), archive.contents.kind);
+        for planned in &archive.images {
+            println!("  {:<8} {}", if planned.present { "present" } else { "load" }, planned.label());
+        }
+    }
+    println!("to send to Docker: {}", HumanBytes(plan.bytes_to_send));
+}
+
+/// Prints one line per image, or one JSON document for all archives. `done` is the word for an
+/// image that changed in the target.
+fn print_outcomes(plan: &LoadPlan, outcomes: &[ImageOutcome], target: &str, done: &str, as_json: bool) {
+    if as_json {
+        let count = |status| outcomes.iter().filter(|o| o.status == status).count();
+        let images: Vec<_> = plan
+            .images()
+            .zip(outcomes)
+            .map(|((archive, _), outcome)| {
+                let mut value = serde_json::to_value(outcome).expect("outcome serializes");
+                value["archive"] = json!(archive.path());
+                value
+            })
+            .collect();
+        let document = json!({
+            "ok": count(Status::Failed) == 0,
+            "target": target,
+            "archives": archives_json(plan),
+            "changed": count(Status::Changed),
+            "unchanged": count(Status::Unchanged),
+            "failed": count(Status::Failed),
+            "images": images,
+        });
+        println!("{document}");
+        return;
+    }
+    for outcome in outcomes {
+        let id = outcome.digest.as_deref().or(outcome.image_id.as_deref()).unwrap_or("-");
+        match outcome.status {
+            Status::Changed => println!("{done:<10} {} {id}", outcome.reference),
+            Status::Unchanged => println!("unchanged  {} {id}", outcome.reference),
+            Status::Failed => println!("failed     {}: {}", outcome.reference, outcome.error.as_deref().unwrap_or("unknown error")),
+        }
+    }
+}
+
+fn exit_code(outcomes: &[ImageOutcome]) -> u8 {
+    if outcomes.iter().all(|o| o.status != Status::Failed) {
+        EXIT_OK
+    } else {
+        EXIT_IMAGE_FAILED
+    }
 }

@@ -16,6 +16,28 @@ use ferry::settings::{self, Overrides, Secret, Settings};
 
 use super::RegistryArgs;
 
+/// Flags of the free-space check on the Docker engine's data root.
+#[derive(Args, Debug)]
+pub struct DiskArgs {
+    /// Folder to measure for the engine's free space, when the data root the engine reports is
+    /// mounted elsewhere on this machine (ferry in a container, a remote engine's disk).
+    #[arg(long, value_name = "DIR")]
+    pub docker_root: Option<PathBuf>,
+    /// Go on even when the free-space check fails.
+    #[arg(long)]
+    pub skip_disk_check: bool,
+}
+
+impl DiskArgs {
+    /// Points the engine's data root at `--docker-root`, which makes it measurable here.
+    pub fn apply(&self, info: &mut ferry::engine::EngineInfo) {
+        if let Some(root) = &self.docker_root {
+            info.root_dir = Some(root.clone());
+            info.local = true;
+        }
+    }
+}
+
 /// Flags for downloading blobs and keeping them in the cache.
 #[derive(Args, Debug)]
 pub struct DownloadArgs {

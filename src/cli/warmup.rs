@@ -10,7 +10,7 @@ use ferry::settings;
 use ferry::warmup::{self, Status, Target, WarmupOptions};
 
 use super::output::{self, Reporter};
-use super::settings::{DownloadArgs, SettingsArgs};
+use super::settings::{DiskArgs, DownloadArgs, SettingsArgs};
 use super::{RegistryArgs, EXIT_IMAGE_FAILED, EXIT_OK};
 
 #[derive(Args, Debug)]
@@ -25,9 +25,8 @@ pub struct WarmupArgs {
     pub to: String,
     #[command(flatten)]
     pub download: DownloadArgs,
-    /// Go on even when the free-space check fails.
-    #[arg(long)]
-    pub skip_disk_check: bool,
+    #[command(flatten)]
+    pub disk: DiskArgs,
     /// Print the plan (images, bytes to fetch, space) and change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -49,7 +48,8 @@ pub async fn run(args: WarmupArgs, quiet: bool) -> anyhow::Result<u8> {
     let target = match args.to.as_str() {
         "docker" => {
             let engine = Engine::connect().await?;
-            let info = engine.info().await?;
+            let mut info = engine.info().await?;
+            args.disk.apply(&mut info);
             Target::Docker { engine, info }
         }
         other => match other.strip_prefix("oci:") {
@@ -72,7 +72,7 @@ pub async fn run(args: WarmupArgs, quiet: bool) -> anyhow::Result<u8> {
         output::print_plan(&plan, &target, args.json);
         return Ok(if plan.images.iter().any(|i| i.prepared.is_err()) { EXIT_IMAGE_FAILED } else { EXIT_OK });
     }
-    if let Some(code) = output::check_space(&plan.space_problems(), args.skip_disk_check, args.json) {
+    if let Some(code) = output::check_space(&plan.space_problems(), args.disk.skip_disk_check, args.json) {
         return Ok(code);
     }
 

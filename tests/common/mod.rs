@@ -22,6 +22,7 @@
 //!   digests returned as [`BuiltImage`] and [`BuiltIndex`].
 //! - [`unique_repo`], [`RepoGuard`], [`docker_inspect`], [`docker_load`], [`docker_remove_repo`].
 //! - [`ferry_cmd`] and [`FerryEnv`]: the `ferry` binary with a clean environment.
+//! - [`Tmpfs`]: a small tmpfs (the tests run as root) for free-space checks.
 //!
 //! Usage from a test file:
 //!
@@ -45,6 +46,7 @@ mod ferry;
 mod image;
 mod pki;
 mod registry;
+mod tmpfs;
 mod token;
 
 pub use docker::{docker_inspect, docker_load, docker_remove_repo, unique_repo, RepoGuard};
@@ -56,6 +58,7 @@ pub use image::{
 };
 pub use pki::Pki;
 pub use registry::{skopeo, skopeo_output, LoggedRequest, Registry, PROXY_VARIABLES};
+pub use tmpfs::Tmpfs;
 pub use token::{TokenOptions, TokenRequest, TokenServer, TokenUser};
 
 use std::future::Future;
