@@ -13,6 +13,7 @@ pub mod inventory;
 pub mod layout;
 pub mod load;
 pub mod manifest;
+pub mod mirror;
 pub mod platform;
 pub mod progress;
 pub mod reference;

@@ -185,7 +185,8 @@ pub async fn plan(client: &Client, cache: &BlobCache, output: &Path, references:
     Ok(SavePlan { images, layers, omitted, bytes_to_fetch, archive_bytes, space })
 }
 
-async fn resolve(client: &Client, reference: &Reference, options: &SaveOptions) -> Result<SavedImage, SaveError> {
+/// Resolves one reference to the manifests to save (one platform or all) with their configs.
+pub(crate) async fn resolve(client: &Client, reference: &Reference, options: &SaveOptions) -> Result<SavedImage, SaveError> {
     let (raw, content_type, digest) = client.fetch_manifest(reference, &reference.lookup()).await?;
     let what = format!("manifest {digest} of {reference}");
     let document = manifest::parse(content_type.as_deref(), &raw, &what)?;

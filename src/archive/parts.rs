@@ -97,6 +97,18 @@ impl BlobSource {
             BlobSource::Range { parts, offset, len } => Ok(Box::new(parts.read_range(*offset, *len)?)),
         }
     }
+
+    /// Opens `len` bytes of the blob starting at byte `start`.
+    pub fn open_range(&self, start: u64, len: u64) -> std::io::Result<Box<dyn Read + Send>> {
+        match self {
+            BlobSource::File(path) => {
+                let mut file = fs_err::File::open(path)?;
+                file.seek(SeekFrom::Start(start))?;
+                Ok(Box::new(file.take(len)))
+            }
+            BlobSource::Range { parts, offset, len: total } => Ok(Box::new(parts.read_range(offset + start, len.min(total.saturating_sub(start)))?)),
+        }
+    }
 }
 
 #[cfg(test)]

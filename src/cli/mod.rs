@@ -1,6 +1,7 @@
 //! Command definitions and dispatch.
 
 mod load;
+mod mirror;
 mod output;
 mod save;
 mod serve;
@@ -40,6 +41,8 @@ pub enum Command {
     Load(load::LoadArgs),
     /// Save images from the registry into one archive for an air-gapped site.
     Save(Box<save::SaveArgs>),
+    /// Copy the warmup images into a private registry, registry to registry.
+    Mirror(Box<mirror::MirrorArgs>),
     /// Serve an OCI image layout folder or an archive as a read-only registry.
     Serve(serve::ServeArgs),
 }
@@ -75,6 +78,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Warmup(args) => (args.json, warmup::run(*args, cli.quiet).await),
         Command::Save(args) => (args.json, save::run(*args, cli.quiet).await),
         Command::Load(args) => (args.json, load::run(args, cli.quiet).await),
+        Command::Mirror(args) => (args.json, mirror::run(*args, cli.quiet).await),
         Command::Serve(args) => (false, serve::run(args).await),
     };
     match result {

@@ -7,6 +7,7 @@
 
 mod auth;
 pub mod blob;
+mod push;
 mod retry;
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use reqwest::{Method, Response, StatusCode};
 use url::Url;
 
 pub use auth::Challenge;
+pub use push::Pushed;
 pub use retry::RetryPolicy;
 
 use crate::credentials::Credential;
@@ -85,6 +87,8 @@ pub enum RegistryError {
     CredentialsRequired { registry: String },
     #[error("access to {what} denied for {user} (HTTP {status}): the account lacks pull permission, or the repository name (REGISTRY_ENV prefix) is wrong")]
     Denied { what: String, user: String, status: u16 },
+    #[error("{what}: denied for {user} (HTTP 403): the account lacks push permission on {repository}")]
+    PushDenied { what: String, user: String, repository: String },
     #[error("image {reference} not found in registry {registry}: check the image name and the REGISTRY_ENV prefix ({code})")]
     ManifestNotFound { reference: String, registry: String, code: String },
     #[error("blob {digest} of {name} not found in the registry (HTTP 404)")]
@@ -135,6 +139,38 @@ pub struct ResolvedImage {
     pub platform: Option<Platform>,
 }
 
+/// Makes the body of one attempt of a request; called again for each retry.
+pub(crate) type BodyFactory<'a> = dyn Fn() -> Result<reqwest::Body, RegistryError> + Send + Sync + 'a;
+
+/// What a request's token must allow: pull, or pull and push, on one repository, plus pull on
+/// the repository a blob is mounted from.
+#[derive(Clone, Debug)]
+pub(crate) struct Access {
+    pub repository: String,
+    pub push: bool,
+    pub mount_from: Option<String>,
+}
+
+impl Access {
+    pub fn pull(repository: &str) -> Access {
+        Access { repository: repository.to_owned(), push: false, mount_from: None }
+    }
+
+    pub fn push(repository: &str) -> Access {
+        Access { repository: repository.to_owned(), push: true, mount_from: None }
+    }
+
+    /// Returns the token scopes, separated by spaces.
+    fn scope(&self) -> String {
+        let actions = if self.push { "pull,push" } else { "pull" };
+        let mut scope = format!("repository:{}:{actions}", self.repository);
+        if let Some(from) = &self.mount_from {
+            scope.push_str(&format!(" repository:{from}:pull"));
+        }
+        scope
+    }
+}
+
 /// The registry client, shared by all transfers of one run.
 pub struct Client {
     options: ClientOptions,
@@ -144,6 +180,9 @@ pub struct Client {
     /// Hosts whose `/v2/` check failed in this run, with the error.
     unreachable: Mutex<HashMap<String, String>>,
     tokens: Mutex<TokenCache>,
+    /// Every `host[:port]` a request was sent to in this run: registries, token realms and
+    /// redirect targets.
+    contacted: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Client {
@@ -155,6 +194,7 @@ impl Client {
             challenges: tokio::sync::Mutex::new(HashMap::new()),
             unreachable: Mutex::new(HashMap::new()),
             tokens: Mutex::new(TokenCache::default()),
+            contacted: Mutex::new(Default::default()),
         }
     }
 
@@ -165,6 +205,12 @@ impl Client {
 
     pub fn retry_policy(&self) -> &RetryPolicy {
         &self.options.retry
+    }
+
+    /// Returns every `host[:port]` this client sent a request to, sorted: the list a proxy
+    /// must allow for the same work.
+    pub fn contacted_hosts(&self) -> Vec<String> {
+        self.contacted.lock().unwrap().iter().cloned().collect()
     }
 
     fn is_plain_http(&self, host: &str) -> bool {
@@ -217,7 +263,7 @@ impl Client {
             return Err(RegistryError::FailedEarlier { host: host.to_owned(), earlier: earlier.clone() });
         }
         let url = format!("{}/v2/", self.base_url(host));
-        let response = match self.send_retrying(&format!("registry {host}"), || self.send_once(Method::GET, &url, HeaderMap::new(), None)).await {
+        let response = match self.send_retrying(&format!("registry {host}"), || self.send_once(Method::GET, &url, HeaderMap::new(), None, None)).await {
             Ok(response) => response,
             Err(err) => {
                 // Later images on this registry fail at once instead of retrying again.
@@ -247,9 +293,9 @@ impl Client {
         Ok(challenge)
     }
 
-    /// Returns the `Authorization` value for a pull of `repository` on `host`, fetching a token
-    /// when the registry uses Bearer auth.
-    async fn authorization(&self, host: &str, repository: &str, challenge: &Challenge) -> Result<Option<String>, RegistryError> {
+    /// Returns the `Authorization` value for `access` on `host`, fetching a token when the
+    /// registry uses Bearer auth.
+    async fn authorization(&self, host: &str, access: &Access, challenge: &Challenge) -> Result<Option<String>, RegistryError> {
         let credential = self.credentials.get(host);
         match challenge {
             Challenge::None => Ok(None),
@@ -261,7 +307,7 @@ impl Client {
                 if let Some(Credential::RegistryToken(token)) = credential {
                     return Ok(Some(format!("Bearer {}", token.expose())));
                 }
-                let key = TokenKey { realm: realm.clone(), service: service.clone(), scope: format!("repository:{repository}:pull") };
+                let key = TokenKey { realm: realm.clone(), service: service.clone(), scope: access.scope() };
                 if let Some(token) = self.tokens.lock().unwrap().get(&key) {
                     return Ok(Some(format!("Bearer {token}")));
                 }
@@ -282,6 +328,7 @@ impl Client {
             });
         }
         let http = self.http_for(&realm_host)?;
+        self.contacted.lock().unwrap().insert(realm_host.clone());
         let token_error = |detail: String| RegistryError::TokenServer { realm: key.realm.clone(), detail };
         let request = match credential {
             Some(Credential::IdentityToken(refresh)) => {
@@ -298,7 +345,11 @@ impl Client {
                     if let Some(service) = &key.service {
                         query.append_pair("service", service);
                     }
-                    query.append_pair("scope", &key.scope);
+                    // Several scopes (a mount needs pull on the source repository) are several
+                    // `scope` parameters.
+                    for scope in key.scope.split(' ') {
+                        query.append_pair("scope", scope);
+                    }
                     if let Some(Credential::Basic { username, .. }) = credential {
                         query.append_pair("account", username);
                     }
@@ -333,15 +384,19 @@ impl Client {
 
     /// Sends one request without retries, following redirects by hand: `Authorization` is kept
     /// only while scheme, host and port stay the same, and HTTPS is never downgraded.
-    async fn send_once(&self, method: Method, url: &str, headers: HeaderMap, authorization: Option<&str>) -> Result<Response, RegistryError> {
+    async fn send_once(&self, method: Method, url: &str, headers: HeaderMap, body: Option<&BodyFactory<'_>>, authorization: Option<&str>) -> Result<Response, RegistryError> {
         let mut url = Url::parse(url).map_err(|e| RegistryError::Unreachable { host: url.to_owned(), detail: e.to_string() })?;
         let origin = url.origin();
         for _ in 0..=MAX_REDIRECTS {
             let host = host_port(&url);
             let http = self.http_for(&host)?;
+            self.contacted.lock().unwrap().insert(host.clone());
             let mut request = http.request(method.clone(), url.clone()).headers(headers.clone());
             if let (Some(value), true) = (authorization, url.origin() == origin) {
                 request = request.header(AUTHORIZATION, value);
+            }
+            if let Some(body) = body {
+                request = request.body(body()?);
             }
             let response = request.send().await.map_err(|e| classify_send_error(&host, e))?;
             tracing::debug!(method = %method, url = %url, status = response.status().as_u16(), "registry request");
@@ -395,16 +450,32 @@ impl Client {
         }
     }
 
-    /// Sends an authenticated request for `repository` on `host`, retrying transient failures
-    /// and renewing the token once on a 401.
+    /// Sends an authenticated pull request for `repository` on `host`, retrying transient
+    /// failures and renewing the token once on a 401.
     pub(crate) async fn request(&self, host: &str, repository: &str, method: Method, path: &str, headers: HeaderMap, what: &str) -> Result<Response, RegistryError> {
-        let challenge = self.challenge(host).await?;
         let url = format!("{}{}", self.base_url(host), path);
+        self.request_with(host, &Access::pull(repository), method, &url, headers, None, what).await
+    }
+
+    /// Sends an authenticated request to `url` on `host` with the token scope `access`, retrying
+    /// transient failures (with a fresh body from `body` each time) and renewing the token once
+    /// on a 401.
+    pub(crate) async fn request_with(
+        &self,
+        host: &str,
+        access: &Access,
+        method: Method,
+        url: &str,
+        headers: HeaderMap,
+        body: Option<&BodyFactory<'_>>,
+        what: &str,
+    ) -> Result<Response, RegistryError> {
+        let challenge = self.challenge(host).await?;
         let mut renewed = false;
         loop {
-            let authorization = self.authorization(host, repository, &challenge).await?;
+            let authorization = self.authorization(host, access, &challenge).await?;
             let response = self
-                .send_retrying(what, || self.send_once(method.clone(), &url, headers.clone(), authorization.as_deref()))
+                .send_retrying(what, || self.send_once(method.clone(), url, headers.clone(), body, authorization.as_deref()))
                 .await?;
             if response.status() != StatusCode::UNAUTHORIZED {
                 return Ok(response);
@@ -417,10 +488,10 @@ impl Client {
                 return Err(RegistryError::Unauthorized { registry: host.to_owned(), user: auth::describe_user(credential) });
             }
             if let Challenge::Bearer { realm, service, .. } = &challenge {
-                let key = TokenKey { realm: realm.clone(), service: service.clone(), scope: format!("repository:{repository}:pull") };
+                let key = TokenKey { realm: realm.clone(), service: service.clone(), scope: access.scope() };
                 self.tokens.lock().unwrap().remove(&key);
             }
-            tracing::debug!(host, repository, "401 with a cached token, fetching a new one");
+            tracing::debug!(host, repository = %access.repository, "401 with a cached token, fetching a new one");
             renewed = true;
         }
     }

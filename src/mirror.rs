@@ -1,0 +1,337 @@
+//! `ferry mirror`: images copied from the source registry into a private registry, registry to
+//! registry, without a Docker daemon.
+//!
+//! Manifests and indexes are pushed as the exact bytes pulled, so digests stay the same unless a
+//! platform is picked out of an index. Blobs the destination has are skipped after a `HEAD`;
+//! blobs that this run already put into another repository of the destination are mounted from
+//! there; the rest are downloaded into the blob cache (verified) and uploaded from it. A re-run
+//! with nothing changed costs one `HEAD` per image on each side.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::archive::BlobSource;
+use crate::cache::BlobCache;
+use crate::digest::Digest;
+use crate::manifest::Descriptor;
+use crate::progress::Progress;
+use crate::reference::{Reference, RegistryUrl};
+use crate::registry::{blob, Client, Pushed, RegistryError};
+use crate::save::{self, Platforms, SaveError, SavedImage};
+use crate::warmup::Status;
+
+/// Where and under which names the images go.
+#[derive(Clone, Debug)]
+pub struct Destination {
+    /// `REGISTRY[/NAMESPACE]` of the private registry.
+    pub registry: RegistryUrl,
+    /// Prefix that replaces the source `REGISTRY_ENV` in repository names.
+    pub prefix: String,
+}
+
+/// How source names are read: the source registry's namespace and `REGISTRY_ENV` prefix, which
+/// are taken off before the destination's are put on.
+#[derive(Clone, Debug)]
+pub struct SourceNames {
+    pub registry: Option<RegistryUrl>,
+    pub prefix: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct MirrorOptions {
+    /// `All` keeps every platform of an index and its digest; `One` pushes only that
+    /// platform's manifest under the tag, which gives the tag a new digest.
+    pub platforms: Platforms,
+    pub jobs: usize,
+    pub keep_cache: bool,
+}
+
+/// One image to copy: where it comes from and where it goes.
+#[derive(Clone, Debug)]
+pub struct MirrorPair {
+    pub source: Reference,
+    pub destination: Reference,
+}
+
+/// Result of one image, for output and `--json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct MirrorOutcome {
+    pub source: String,
+    pub destination: String,
+    pub status: Status,
+    /// Digest the destination tag points to afterwards.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// Set when a platform was picked out of an index: the source's index digest, which the
+    /// destination does not keep.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_index_digest: Option<String>,
+    pub blobs_present: usize,
+    pub blobs_mounted: usize,
+    pub blobs_uploaded: usize,
+    pub bytes_uploaded: u64,
+    pub seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Returns the destination reference of `source`: its repository without the source
+/// namespace and prefix, under the destination's namespace and prefix, with the same tag or
+/// digest.
+pub fn destination_of(source: &Reference, names: &SourceNames, destination: &Destination) -> Reference {
+    let mut path = source.repository.as_str();
+    if let Some(registry) = names.registry.as_ref().filter(|r| r.host == source.registry) {
+        if let Some(namespace) = &registry.namespace {
+            path = path.strip_prefix(namespace.as_str()).and_then(|p| p.strip_prefix('/')).unwrap_or(path);
+        }
+    }
+    // The prefix is taken off the last component only, where REGISTRY_ENV puts it.
+    let (parent, name) = match path.rsplit_once('/') {
+        Some((parent, name)) => (Some(parent), name),
+        None => (None, path),
+    };
+    let name = name.strip_prefix(names.prefix.as_str()).filter(|n| !n.is_empty()).unwrap_or(name);
+    let mut repository = String::new();
+    if let Some(namespace) = &destination.registry.namespace {
+        repository.push_str(namespace);
+        repository.push('/');
+    }
+    if let Some(parent) = parent {
+        repository.push_str(parent);
+        repository.push('/');
+    }
+    repository.push_str(&destination.prefix);
+    repository.push_str(name);
+    Reference { registry: destination.registry.host.clone(), repository, tag: source.tag.clone(), digest: source.digest.clone() }
+}
+
+/// Copies each image in turn, its blobs `jobs` at a time. A failed image does not stop the
+/// others. Images go one after another so that a blob shared with an earlier image is mounted
+/// instead of uploaded again.
+pub async fn execute(client: &Client, cache: &BlobCache, pairs: &[MirrorPair], options: &MirrorOptions, progress: &dyn Progress) -> Vec<MirrorOutcome> {
+    // Blobs this run put into (or found in) a destination repository, for mounts.
+    let mut placed: HashMap<Digest, String> = HashMap::new();
+    let mut outcomes = Vec::new();
+    for (position, pair) in pairs.iter().enumerate() {
+        let started = Instant::now();
+        progress.image_started(position, &pair.source.to_string(), 0);
+        let mut outcome = MirrorOutcome {
+            source: pair.source.to_string(),
+            destination: pair.destination.to_string(),
+            status: Status::Failed,
+            digest: None,
+            source_index_digest: None,
+            blobs_present: 0,
+            blobs_mounted: 0,
+            blobs_uploaded: 0,
+            bytes_uploaded: 0,
+            seconds: 0.0,
+            error: None,
+        };
+        if let Err(error) = copy_image(client, cache, pair, options, &mut placed, &mut outcome, position, progress).await {
+            outcome.status = Status::Failed;
+            outcome.error = Some(crate::error_message(&error));
+        }
+        outcome.seconds = crate::warmup::elapsed_seconds(started);
+        progress.image_finished(position, &crate::warmup::ImageOutcome {
+            reference: outcome.source.clone(),
+            digest: outcome.digest.clone(),
+            image_id: None,
+            platform: None,
+            status: outcome.status,
+            bytes: outcome.bytes_uploaded,
+            seconds: outcome.seconds,
+            error: outcome.error.clone(),
+        });
+        outcomes.push(outcome);
+    }
+    outcomes
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn copy_image(
+    client: &Client,
+    cache: &BlobCache,
+    pair: &MirrorPair,
+    options: &MirrorOptions,
+    placed: &mut HashMap<Digest, String>,
+    outcome: &mut MirrorOutcome,
+    position: usize,
+    progress: &dyn Progress,
+) -> Result<(), SaveError> {
+    let (source, destination) = (&pair.source, &pair.destination);
+    let lookup = source.lookup();
+
+    // Nothing changed: both tags point to the same digest (two HEAD requests).
+    if matches!(options.platforms, Platforms::All) {
+        let source_digest = client.manifest_digest(source, &lookup, false).await?;
+        let destination_digest = client.manifest_digest(destination, &lookup, true).await?;
+        if let (Some(s), Some(d)) = (&source_digest, &destination_digest) {
+            if s == d {
+                outcome.status = Status::Unchanged;
+                outcome.digest = Some(d.to_string());
+                return Ok(());
+            }
+        }
+    }
+
+    let save_options = save::SaveOptions {
+        platforms: options.platforms.clone(),
+        node_platform: crate::platform::Platform::host(),
+        split_size: None,
+        since: Default::default(),
+        jobs: options.jobs,
+        keep_cache: options.keep_cache,
+    };
+    let image = save::resolve(client, source, &save_options).await?;
+    let narrowed = image.index.is_none() && image.manifests.len() == 1 && image.manifests[0].platform.is_some();
+    if narrowed {
+        let (_, _, top_digest) = client.fetch_manifest(source, &lookup).await?;
+        outcome.source_index_digest = Some(top_digest.to_string());
+        let pushed = &image.manifests[0].digest;
+        if client.manifest_digest(destination, &lookup, true).await?.as_ref() == Some(pushed) {
+            outcome.status = Status::Unchanged;
+            outcome.digest = Some(pushed.to_string());
+            return Ok(());
+        }
+    }
+
+    let blobs = blobs_of(&image);
+    let total: u64 = blobs.iter().map(|b| b.size).sum();
+    progress.image_started(position, &source.to_string(), total);
+    let results: Vec<Result<(Digest, Pushed, u64), SaveError>> = futures::stream::iter(blobs.iter())
+        .map(|descriptor| {
+            let mount_from = placed.get(&descriptor.digest).cloned();
+            async move {
+                let pushed = copy_blob(client, cache, source, destination, descriptor, mount_from.as_deref(), options.keep_cache).await?;
+                progress.image_bytes(position, descriptor.size);
+                Ok((descriptor.digest.clone(), pushed, if pushed == Pushed::Uploaded { descriptor.size } else { 0 }))
+            }
+        })
+        .buffer_unordered(options.jobs.max(1))
+        .collect()
+        .await;
+    let mut first_error = None;
+    for result in results {
+        match result {
+            Ok((digest, pushed, bytes)) => {
+                match pushed {
+                    Pushed::Present => outcome.blobs_present += 1,
+                    Pushed::Mounted => outcome.blobs_mounted += 1,
+                    Pushed::Uploaded => outcome.blobs_uploaded += 1,
+                }
+                outcome.bytes_uploaded += bytes;
+                placed.entry(digest).or_insert_with(|| destination.repository.clone());
+            }
+            Err(error) => {
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    if let Some(error) = first_error {
+        return Err(error);
+    }
+
+    // Manifests by digest first, then the document the tag points to.
+    progress.image_stage(position, "pushing manifests");
+    let top = match &image.index {
+        Some((digest, media_type, raw)) => {
+            for manifest in &image.manifests {
+                client.put_manifest(destination, manifest.digest.as_str(), &manifest.media_type, &manifest.raw).await?;
+            }
+            client.put_manifest(destination, &lookup_for(destination, digest), media_type, raw).await?
+        }
+        None => {
+            let manifest = &image.manifests[0];
+            client.put_manifest(destination, &lookup_for(destination, &manifest.digest), &manifest.media_type, &manifest.raw).await?
+        }
+    };
+    outcome.digest = Some(top.to_string());
+    outcome.status = Status::Changed;
+    Ok(())
+}
+
+/// Returns where the top document goes: the destination's tag, or its own digest when the
+/// reference names only a digest.
+fn lookup_for(destination: &Reference, digest: &Digest) -> String {
+    destination.tag.clone().unwrap_or_else(|| digest.to_string())
+}
+
+/// Returns the configs and layers of every manifest of the image, each once.
+fn blobs_of(image: &SavedImage) -> Vec<Descriptor> {
+    let mut seen = std::collections::HashSet::new();
+    let mut blobs = Vec::new();
+    for manifest in &image.manifests {
+        for descriptor in std::iter::once(&manifest.manifest.config).chain(&manifest.manifest.layers) {
+            if seen.insert(descriptor.digest.clone()) {
+                blobs.push(descriptor.clone());
+            }
+        }
+    }
+    blobs
+}
+
+/// Puts one blob into the destination repository: skipped when present, mounted when
+/// `mount_from` has it, else downloaded into the cache (verified) and uploaded from there.
+async fn copy_blob(
+    client: &Client,
+    cache: &BlobCache,
+    source: &Reference,
+    destination: &Reference,
+    descriptor: &Descriptor,
+    mount_from: Option<&str>,
+    keep_cache: bool,
+) -> Result<Pushed, RegistryError> {
+    if client.blob_exists(destination, &descriptor.digest).await? {
+        return Ok(Pushed::Present);
+    }
+    if let Some(from) = mount_from {
+        if client.mount_blob(destination, &descriptor.digest, from).await? {
+            return Ok(Pushed::Mounted);
+        }
+    }
+    blob::download(client, source, descriptor, cache, &|_| {}).await?;
+    let file = BlobSource::File(cache.blob_path(&descriptor.digest));
+    client.upload_blob(destination, &descriptor.digest, descriptor.size, &file).await?;
+    if !keep_cache {
+        cache.remove(&descriptor.digest);
+    }
+    Ok(Pushed::Uploaded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(registry: &str, prefix: &str) -> SourceNames {
+        SourceNames { registry: Some(RegistryUrl::parse(registry).unwrap()), prefix: prefix.into() }
+    }
+
+    fn destination(registry: &str, prefix: &str) -> Destination {
+        Destination { registry: RegistryUrl::parse(registry).unwrap(), prefix: prefix.into() }
+    }
+
+    #[test]
+    fn destination_swaps_prefix() {
+        let source = Reference::parse("registry.example.com/reemosbchromium:latest").unwrap();
+        let mapped = destination_of(&source, &names("registry.example.com", "reemosb"), &destination("mirror.lan:5000", "site"));
+        assert_eq!(mapped.to_string(), "mirror.lan:5000/sitechromium:latest");
+    }
+
+    #[test]
+    fn destination_swaps_namespace() {
+        let source = Reference::parse("registry.example.com/team/reemosbssh:2.1").unwrap();
+        let mapped = destination_of(&source, &names("registry.example.com/team", "reemosb"), &destination("mirror.lan:5000/platform", "reemosb"));
+        assert_eq!(mapped.to_string(), "mirror.lan:5000/platform/reemosbssh:2.1");
+    }
+
+    #[test]
+    fn destination_keeps_foreign_names() {
+        let source = Reference::parse("other.example.com/tools/agent:1").unwrap();
+        let mapped = destination_of(&source, &names("registry.example.com", "reemosb"), &destination("mirror.lan:5000", ""));
+        assert_eq!(mapped.to_string(), "mirror.lan:5000/tools/agent:1");
+    }
+}
