@@ -9,13 +9,15 @@ use tempfile::TempDir;
 use super::registry::PROXY_VARIABLES;
 
 /// Variables ferry reads for its settings. Tests set them explicitly when they need them.
-pub const FERRY_VARIABLES: [&str; 6] = [
+pub const FERRY_VARIABLES: [&str; 8] = [
     "REGISTRY_URL",
     "REGISTRY_ENV",
     "REGISTRY_USERNAME",
     "REGISTRY_PASSWORD",
     "PROVISION_IMAGE_WARMUP",
     "PROVISION_IMAGE_ARCHIVES",
+    "MIRROR_REGISTRY_USERNAME",
+    "MIRROR_REGISTRY_PASSWORD",
 ];
 
 /// A temporary home for ferry runs: an empty Docker config directory and a cache directory.
