@@ -382,11 +382,7 @@ fn copy_layer(layout: &crate::layout::Layout, source: &BlobSource, size: u64) ->
         hasher.update(&buffer[..n]);
         temp.write_all(&buffer[..n])?;
     }
-    let media_type = match head.as_slice() {
-        [0x1f, 0x8b, ..] => "application/vnd.oci.image.layer.v1.tar+gzip",
-        [0x28, 0xb5, 0x2f, 0xfd] => "application/vnd.oci.image.layer.v1.tar+zstd",
-        _ => "application/vnd.oci.image.layer.v1.tar",
-    };
+    let media_type = crate::manifest::layer_media_type(&head);
     let digest = hasher.finish();
     layout.import_blob(&digest, size, temp.path()).map_err(|e| std::io::Error::other(e.to_string()))?;
     Ok((digest, media_type))

@@ -15,6 +15,9 @@ pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 
@@ -36,6 +39,21 @@ pub struct Descriptor {
     pub annotations: BTreeMap<String, String>,
     #[serde(default)]
     pub urls: Vec<String>,
+}
+
+impl Descriptor {
+    pub fn new(media_type: &str, digest: Digest, size: u64) -> Descriptor {
+        Descriptor { media_type: media_type.to_owned(), digest, size, platform: None, annotations: BTreeMap::new(), urls: Vec::new() }
+    }
+}
+
+/// Returns the OCI media type of a layer from its first bytes: gzip, zstd, else a plain tar.
+pub fn layer_media_type(head: &[u8]) -> &'static str {
+    match head {
+        [0x1f, 0x8b, ..] => OCI_LAYER_GZIP,
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => OCI_LAYER_ZSTD,
+        _ => OCI_LAYER,
+    }
 }
 
 /// The `platform` object of an index entry.

@@ -2,9 +2,9 @@
 //! registry, without a Docker daemon.
 //!
 //! Manifests and indexes are pushed as the exact bytes pulled, so digests stay the same unless a
-//! platform is picked out of an index. Blobs the destination has are skipped after a `HEAD`;
-//! blobs that this run already put into another repository of the destination are mounted from
-//! there; the rest are downloaded into the blob cache (verified) and uploaded from it. A re-run
+//! platform is picked out of an index. Blobs the destination has are skipped after a `HEAD`.
+//! Blobs that this run already put into another repository of the destination are mounted from
+//! there. The rest are downloaded into the blob cache (verified) and uploaded from it. A re-run
 //! with nothing changed costs one `HEAD` per image on each side.
 
 use std::collections::HashMap;
@@ -21,9 +21,9 @@ use crate::progress::Progress;
 use crate::reference::{Reference, RegistryUrl};
 use crate::registry::{blob, Client, Pushed, RegistryError};
 use crate::save::{self, Platforms, SaveError, SavedImage};
-use crate::warmup::Status;
+use crate::warmup::{ImageOutcome, Status};
 
-/// Where and under which names the images go.
+/// Destination registry and naming of the copies.
 #[derive(Clone, Debug)]
 pub struct Destination {
     /// `REGISTRY[/NAMESPACE]` of the private registry.
@@ -32,8 +32,8 @@ pub struct Destination {
     pub prefix: String,
 }
 
-/// How source names are read: the source registry's namespace and `REGISTRY_ENV` prefix, which
-/// are taken off before the destination's are put on.
+/// Source naming: the registry namespace and `REGISTRY_ENV` prefix taken off each source name
+/// before the destination's are put on.
 #[derive(Clone, Debug)]
 pub struct SourceNames {
     pub registry: Option<RegistryUrl>,
@@ -42,7 +42,7 @@ pub struct SourceNames {
 
 #[derive(Clone, Debug)]
 pub struct MirrorOptions {
-    /// `All` keeps every platform of an index and its digest; `One` pushes only that
+    /// `All` keeps every platform of an index and its digest. `One` pushes only that
     /// platform's manifest under the tag, which gives the tag a new digest.
     pub platforms: Platforms,
     pub jobs: usize,
@@ -58,7 +58,7 @@ pub struct MirrorPair {
 
 /// Result of one image, for output and `--json`.
 #[derive(Clone, Debug, Serialize)]
-pub struct MirrorOutcome {
+pub struct CopyOutcome {
     pub source: String,
     pub destination: String,
     pub status: Status,
@@ -74,8 +74,56 @@ pub struct MirrorOutcome {
     pub blobs_uploaded: usize,
     pub bytes_uploaded: u64,
     pub seconds: f64,
+    /// Remark for the operator, such as a new manifest digest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl CopyOutcome {
+    /// Returns a failed outcome with nothing counted yet.
+    pub fn new(source: String, destination: String) -> CopyOutcome {
+        CopyOutcome {
+            source,
+            destination,
+            status: Status::Failed,
+            digest: None,
+            source_index_digest: None,
+            blobs_present: 0,
+            blobs_mounted: 0,
+            blobs_uploaded: 0,
+            bytes_uploaded: 0,
+            seconds: 0.0,
+            note: None,
+            error: None,
+        }
+    }
+
+    /// Counts one blob that reached the destination.
+    pub fn count(&mut self, pushed: Pushed, bytes: u64) {
+        match pushed {
+            Pushed::Present => self.blobs_present += 1,
+            Pushed::Mounted => self.blobs_mounted += 1,
+            Pushed::Uploaded => self.blobs_uploaded += 1,
+        }
+        self.bytes_uploaded += bytes;
+    }
+}
+
+impl From<&CopyOutcome> for ImageOutcome {
+    fn from(outcome: &CopyOutcome) -> ImageOutcome {
+        ImageOutcome {
+            reference: outcome.source.clone(),
+            digest: outcome.digest.clone(),
+            image_id: None,
+            platform: None,
+            status: outcome.status,
+            bytes: outcome.bytes_uploaded,
+            seconds: outcome.seconds,
+            error: outcome.error.clone(),
+        }
+    }
 }
 
 /// Returns the destination reference of `source`: its repository without the source
@@ -111,41 +159,20 @@ pub fn destination_of(source: &Reference, names: &SourceNames, destination: &Des
 /// Copies each image in turn, its blobs `jobs` at a time. A failed image does not stop the
 /// others. Images go one after another so that a blob shared with an earlier image is mounted
 /// instead of uploaded again.
-pub async fn execute(client: &Client, cache: &BlobCache, pairs: &[MirrorPair], options: &MirrorOptions, progress: &dyn Progress) -> Vec<MirrorOutcome> {
+pub async fn execute(client: &Client, cache: &BlobCache, pairs: &[MirrorPair], options: &MirrorOptions, progress: &dyn Progress) -> Vec<CopyOutcome> {
     // Blobs this run put into (or found in) a destination repository, for mounts.
     let mut placed: HashMap<Digest, String> = HashMap::new();
     let mut outcomes = Vec::new();
     for (position, pair) in pairs.iter().enumerate() {
         let started = Instant::now();
         progress.image_started(position, &pair.source.to_string(), 0);
-        let mut outcome = MirrorOutcome {
-            source: pair.source.to_string(),
-            destination: pair.destination.to_string(),
-            status: Status::Failed,
-            digest: None,
-            source_index_digest: None,
-            blobs_present: 0,
-            blobs_mounted: 0,
-            blobs_uploaded: 0,
-            bytes_uploaded: 0,
-            seconds: 0.0,
-            error: None,
-        };
+        let mut outcome = CopyOutcome::new(pair.source.to_string(), pair.destination.to_string());
         if let Err(error) = copy_image(client, cache, pair, options, &mut placed, &mut outcome, position, progress).await {
             outcome.status = Status::Failed;
             outcome.error = Some(crate::error_message(&error));
         }
         outcome.seconds = crate::warmup::elapsed_seconds(started);
-        progress.image_finished(position, &crate::warmup::ImageOutcome {
-            reference: outcome.source.clone(),
-            digest: outcome.digest.clone(),
-            image_id: None,
-            platform: None,
-            status: outcome.status,
-            bytes: outcome.bytes_uploaded,
-            seconds: outcome.seconds,
-            error: outcome.error.clone(),
-        });
+        progress.image_finished(position, &ImageOutcome::from(&outcome));
         outcomes.push(outcome);
     }
     outcomes
@@ -158,7 +185,7 @@ async fn copy_image(
     pair: &MirrorPair,
     options: &MirrorOptions,
     placed: &mut HashMap<Digest, String>,
-    outcome: &mut MirrorOutcome,
+    outcome: &mut CopyOutcome,
     position: usize,
     progress: &dyn Progress,
 ) -> Result<(), SaveError> {
@@ -218,12 +245,7 @@ async fn copy_image(
     for result in results {
         match result {
             Ok((digest, pushed, bytes)) => {
-                match pushed {
-                    Pushed::Present => outcome.blobs_present += 1,
-                    Pushed::Mounted => outcome.blobs_mounted += 1,
-                    Pushed::Uploaded => outcome.blobs_uploaded += 1,
-                }
-                outcome.bytes_uploaded += bytes;
+                outcome.count(pushed, bytes);
                 placed.entry(digest).or_insert_with(|| destination.repository.clone());
             }
             Err(error) => {

@@ -253,7 +253,7 @@ async fn fetch_manifest_with_config(
 }
 
 /// Returns the media type of a manifest body: the response header, else the body's `mediaType`.
-fn media_type_of(content_type: Option<&str>, raw: &[u8]) -> String {
+pub(crate) fn media_type_of(content_type: Option<&str>, raw: &[u8]) -> String {
     let header = content_type.unwrap_or("").split(';').next().unwrap_or("").trim();
     if !header.is_empty() && header != "application/json" && header != "application/octet-stream" {
         return header.to_owned();

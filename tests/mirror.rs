@@ -64,6 +64,7 @@ fn mirror_round_trip_keeps_digests() {
     pair.source.push(&layout, "latest", &format!("{prefix}chromium:latest"));
     pair.source.push(&layout, "ssh", &format!("{prefix}ssh:latest"));
 
+    let token_requests_before = pair.source.token_server().unwrap().requests().len();
     let env = FerryEnv::new();
     let inventory = env.work_dir().join("nodes.yml");
     let mut command = pair.mirror(&env, &prefix, "chromium,ssh", "site", "local");
@@ -73,6 +74,11 @@ fn mirror_round_trip_keeps_digests() {
     assert_eq!(document["changed"], 2, "{document}");
     assert_no_secret(&document.to_string());
     assert_no_secret(&stderr);
+
+    // ferry requests pull access only from the source's token server.
+    let scopes: Vec<String> = pair.source.token_server().unwrap().requests().into_iter().skip(token_requests_before).flat_map(|r| r.scopes).collect();
+    assert!(!scopes.is_empty());
+    assert!(scopes.iter().all(|scope| scope.ends_with(":pull")), "{scopes:?}");
 
     // Digests are preserved: the index and the plain manifest, as skopeo reads them back.
     let chromium_copy = "site/localchromium:latest";
@@ -151,7 +157,7 @@ fn mirror_missing_platform_fails_one_image() {
     assert_eq!(images[1]["status"], "failed", "{document}");
     assert!(images[1]["error"].as_str().unwrap().contains("linux/arm64"), "{document}");
 
-    // One platform only: the tag points to the arm64 manifest, and the output says so.
+    // One platform only: the tag points to the arm64 manifest, and the output reports the index.
     let arm64 = both.image("arm64");
     assert_eq!(images[0]["digest"].as_str().unwrap(), pair.destination.manifest_digest("arm/chromium:latest"));
     assert_eq!(images[0]["source_index_digest"], both.digest.as_str());

@@ -9,7 +9,7 @@ use clap::Args;
 use serde_json::json;
 
 use ferry::credentials::{self, Credential};
-use ferry::mirror::{self, Destination, MirrorOptions, MirrorOutcome, MirrorPair, SourceNames};
+use ferry::mirror::{self, Destination, MirrorOptions, CopyOutcome, MirrorPair, SourceNames};
 use ferry::platform::Platform;
 use ferry::reference::{Reference, RegistryUrl};
 use ferry::save::Platforms;
@@ -25,13 +25,9 @@ const USERNAME_VARIABLE: &str = "MIRROR_REGISTRY_USERNAME";
 /// Environment variable with the private registry's password.
 const PASSWORD_VARIABLE: &str = "MIRROR_REGISTRY_PASSWORD";
 
+/// The private registry images are copied into, and its credential.
 #[derive(Args, Debug)]
-pub struct MirrorArgs {
-    /// Images to copy, short names or full references (default: the warmup list of the settings).
-    #[arg(value_name = "REF")]
-    pub references: Vec<String>,
-    #[command(flatten)]
-    pub settings: SettingsArgs,
+pub struct DestinationArgs {
     /// Private registry to copy into: REGISTRY[/NAMESPACE], such as 10.0.0.5:5000/platform;
     /// write http://REGISTRY for plain HTTP.
     #[arg(long, value_name = "REGISTRY[/NAMESPACE]")]
@@ -46,8 +42,62 @@ pub struct MirrorArgs {
     pub to_username: Option<String>,
     /// Read the private registry's password from standard input (default:
     /// $MIRROR_REGISTRY_PASSWORD).
-    #[arg(long, conflicts_with = "password_stdin")]
+    #[arg(long)]
     pub to_password_stdin: bool,
+}
+
+impl DestinationArgs {
+    /// Parses --to, with the destination prefix defaulting to `source_prefix`.
+    pub fn destination(&self, source_prefix: &str) -> anyhow::Result<Destination> {
+        let registry = RegistryUrl::parse(&self.to).with_context(|| "invalid --to: expected REGISTRY[/NAMESPACE], such as 10.0.0.5:5000/platform".to_owned())?;
+        Ok(Destination { registry, prefix: self.to_env.clone().unwrap_or_else(|| source_prefix.to_owned()) })
+    }
+
+    /// True when a user for the private registry is set, so the nodes need one too.
+    fn has_user(&self) -> bool {
+        self.to_username.is_some() || std::env::var_os(USERNAME_VARIABLE).is_some_and(|u| !u.is_empty())
+    }
+
+    /// Returns the private registry's credential: --to-username or MIRROR_REGISTRY_USERNAME with
+    /// the password from standard input or MIRROR_REGISTRY_PASSWORD, else Docker's
+    /// configuration.
+    pub async fn credential(&self, host: &str) -> anyhow::Result<Option<Credential>> {
+        let username = self.to_username.clone().or_else(|| std::env::var(USERNAME_VARIABLE).ok().filter(|u| !u.is_empty()));
+        let password = if self.to_password_stdin {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text).context("cannot read the password from standard input")?;
+            let text = text.trim_end_matches(['\r', '\n']).to_owned();
+            if text.is_empty() {
+                anyhow::bail!("--to-password-stdin was given but standard input is empty: pipe the private registry's password in");
+            }
+            Some(Secret::new(text))
+        } else {
+            std::env::var(PASSWORD_VARIABLE).ok().filter(|p| !p.is_empty()).map(Secret::new)
+        };
+        match (username, password) {
+            (Some(username), Some(password)) => return Ok(Some(Credential::Basic { username, password })),
+            (Some(_), None) => anyhow::bail!("a user is set for {host} but no password: set {PASSWORD_VARIABLE} or use --to-password-stdin"),
+            (None, Some(_)) => anyhow::bail!("a password is set for {host} but no user: set {USERNAME_VARIABLE} or use --to-username"),
+            (None, None) => {}
+        }
+        let env = |name: &str| std::env::var(name).ok();
+        let Some(dir) = credentials::docker_config_dir(&env) else { return Ok(None) };
+        Ok(credentials::lookup(&dir, host).await?.map(|(credential, origin)| {
+            tracing::info!(host, origin = %origin, "using credentials from Docker's configuration");
+            credential
+        }))
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct MirrorArgs {
+    /// Images to copy, short names or full references (default: the warmup list of the settings).
+    #[arg(value_name = "REF")]
+    pub references: Vec<String>,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    #[command(flatten)]
+    pub destination: DestinationArgs,
     /// Copy only this platform of multi-platform images. The destination tag then points to
     /// that platform's manifest, whose digest differs from the source index's.
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
@@ -72,19 +122,24 @@ pub async fn run(mut args: MirrorArgs, quiet: bool) -> anyhow::Result<u8> {
     if !args.references.is_empty() {
         args.settings.images.append(&mut args.references);
     }
-    let destination_url = RegistryUrl::parse(&args.to).with_context(|| "invalid --to: expected REGISTRY[/NAMESPACE], such as 10.0.0.5:5000/platform".to_owned())?;
+    if args.settings.password_stdin && args.destination.to_password_stdin {
+        anyhow::bail!("--password-stdin and --to-password-stdin cannot both read standard input: pass one password in the environment (REGISTRY_PASSWORD or {PASSWORD_VARIABLE})");
+    }
+    // --to is checked before the settings, so a typo fails before any file is read.
+    args.destination.destination("")?;
     let settings = args.settings.load()?;
     let references = settings::images(&settings)?;
-    let destination = Destination { registry: destination_url.clone(), prefix: args.to_env.clone().unwrap_or_else(|| settings.registry_env.value.clone()) };
+    let destination = args.destination.destination(&settings.registry_env.value)?;
+    let destination_url = destination.registry.clone();
     let names = SourceNames { registry: settings.registry_url.as_ref().map(|u| u.value.clone()), prefix: settings.registry_env.value.clone() };
     let pairs: Vec<MirrorPair> = references
         .iter()
         .map(|source| MirrorPair { source: source.clone(), destination: mirror::destination_of(source, &names, &destination) })
         .collect();
     if let Some(pair) = pairs.iter().find(|p| p.source == p.destination) {
-        anyhow::bail!("--to {} maps {} onto itself: name another registry, namespace or --to-env", args.to, pair.source);
+        anyhow::bail!("--to {} maps {} onto itself: name another registry, namespace or --to-env", args.destination.to, pair.source);
     }
-    let inventory = node_inventory(&settings, &names, &destination, args.to_username.is_some() || std::env::var_os(USERNAME_VARIABLE).is_some());
+    let inventory = node_inventory(&settings, &names, &destination, args.destination.has_user());
 
     if args.dry_run {
         print_dry_run(&pairs, &inventory, args.json);
@@ -96,7 +151,7 @@ pub async fn run(mut args: MirrorArgs, quiet: bool) -> anyhow::Result<u8> {
         registry_args.plain_http.push(destination_url.host.clone());
     }
     let mut client = args.settings.client(&registry_args, &settings, &references).await?;
-    if let Some(credential) = destination_credential(&args, &destination_url.host).await? {
+    if let Some(credential) = args.destination.credential(&destination_url.host).await? {
         client.set_credential(&destination_url.host, credential);
     }
     let cache = super::settings::open_cache(args.download.cache_dir.clone())?;
@@ -122,37 +177,8 @@ pub async fn run(mut args: MirrorArgs, quiet: bool) -> anyhow::Result<u8> {
             tracing::warn!("{} not written because an image failed", path.display());
         }
     }
-    print_outcomes(&outcomes, &inventory, args.json);
+    print_outcomes(&outcomes, Some(&inventory), args.json);
     Ok(if all_ok { EXIT_OK } else { EXIT_IMAGE_FAILED })
-}
-
-/// Returns the private registry's credential: --to-username or MIRROR_REGISTRY_USERNAME with
-/// the password from standard input or MIRROR_REGISTRY_PASSWORD, else Docker's configuration.
-async fn destination_credential(args: &MirrorArgs, host: &str) -> anyhow::Result<Option<Credential>> {
-    let username = args.to_username.clone().or_else(|| std::env::var(USERNAME_VARIABLE).ok().filter(|u| !u.is_empty()));
-    let password = if args.to_password_stdin {
-        let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).context("cannot read the password from standard input")?;
-        let text = text.trim_end_matches(['\r', '\n']).to_owned();
-        if text.is_empty() {
-            anyhow::bail!("--to-password-stdin was given but standard input is empty: pipe the private registry's password in");
-        }
-        Some(Secret::new(text))
-    } else {
-        std::env::var(PASSWORD_VARIABLE).ok().filter(|p| !p.is_empty()).map(Secret::new)
-    };
-    match (username, password) {
-        (Some(username), Some(password)) => return Ok(Some(Credential::Basic { username, password })),
-        (Some(_), None) => anyhow::bail!("a user is set for {host} but no password: set {PASSWORD_VARIABLE} or use --to-password-stdin"),
-        (None, Some(_)) => anyhow::bail!("a password is set for {host} but no user: set {USERNAME_VARIABLE} or use --to-username"),
-        (None, None) => {}
-    }
-    let env = |name: &str| std::env::var(name).ok();
-    let Some(dir) = credentials::docker_config_dir(&env) else { return Ok(None) };
-    Ok(credentials::lookup(&dir, host).await?.map(|(credential, origin)| {
-        tracing::info!(host, origin = %origin, "using credentials from Docker's configuration");
-        credential
-    }))
 }
 
 /// Returns the variables the nodes need to pull the copies: short names stay short, full
@@ -220,7 +246,7 @@ fn print_dry_run(pairs: &[MirrorPair], inventory: &serde_json::Value, as_json: b
     print_inventory(inventory);
 }
 
-fn print_outcomes(outcomes: &[MirrorOutcome], inventory: &serde_json::Value, as_json: bool) {
+pub(super) fn print_outcomes(outcomes: &[CopyOutcome], inventory: Option<&serde_json::Value>, as_json: bool) {
     let count = |status| outcomes.iter().filter(|o| o.status == status).count();
     if as_json {
         let document = json!({
@@ -229,8 +255,11 @@ fn print_outcomes(outcomes: &[MirrorOutcome], inventory: &serde_json::Value, as_
             "unchanged": count(Status::Unchanged),
             "failed": count(Status::Failed),
             "images": outcomes,
-            "inventory": inventory,
         });
+        let mut document = document;
+        if let Some(inventory) = inventory {
+            document["inventory"] = inventory.clone();
+        }
         println!("{document}");
         return;
     }
@@ -247,8 +276,11 @@ fn print_outcomes(outcomes: &[MirrorOutcome], inventory: &serde_json::Value, as_
         if let (Some(index), Status::Changed | Status::Unchanged) = (&outcome.source_index_digest, outcome.status) {
             println!("           one platform only: the source index {index} is not kept, the tag points to {digest}");
         }
+        if let Some(note) = &outcome.note {
+            println!("           {note}");
+        }
     }
-    if count(Status::Failed) == 0 {
+    if let (Some(inventory), 0) = (inventory, count(Status::Failed)) {
         print_inventory(inventory);
     }
 }

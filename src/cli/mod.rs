@@ -3,6 +3,7 @@
 mod load;
 mod mirror;
 mod output;
+mod push;
 mod save;
 mod serve;
 mod settings;
@@ -43,6 +44,8 @@ pub enum Command {
     Save(Box<save::SaveArgs>),
     /// Copy the warmup images into a private registry, registry to registry.
     Mirror(Box<mirror::MirrorArgs>),
+    /// Push the images of archives into a private registry.
+    Push(Box<push::PushArgs>),
     /// Serve an OCI image layout folder or an archive as a read-only registry.
     Serve(serve::ServeArgs),
 }
@@ -64,6 +67,19 @@ pub struct RegistryArgs {
     pub attempts: u32,
 }
 
+impl RegistryArgs {
+    /// Returns the client options these flags set.
+    pub fn client_options(&self) -> ferry::registry::ClientOptions {
+        ferry::registry::ClientOptions {
+            ca_files: self.ca_files.clone(),
+            certs_dir: Some(self.certs_dir.clone()),
+            plain_http: self.plain_http.clone(),
+            retry: ferry::registry::RetryPolicy { attempts: self.attempts.max(1), ..Default::default() },
+            ..Default::default()
+        }
+    }
+}
+
 /// Accepts `host`, `host:port`, or the same written as an `http://` URL.
 fn parse_plain_http_host(value: &str) -> Result<String, String> {
     let host = value.trim().trim_start_matches("http://").trim_end_matches('/');
@@ -79,6 +95,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Save(args) => (args.json, save::run(*args, cli.quiet).await),
         Command::Load(args) => (args.json, load::run(args, cli.quiet).await),
         Command::Mirror(args) => (args.json, mirror::run(*args, cli.quiet).await),
+        Command::Push(args) => (args.json, push::run(*args, cli.quiet).await),
         Command::Serve(args) => (false, serve::run(args).await),
     };
     match result {

@@ -11,7 +11,7 @@ use clap::Args;
 use ferry::cache::BlobCache;
 use ferry::credentials::{self, Credential};
 use ferry::reference::Reference;
-use ferry::registry::{Client, ClientOptions, RetryPolicy};
+use ferry::registry::Client;
 use ferry::settings::{self, Overrides, Secret, Settings};
 
 use super::RegistryArgs;
@@ -111,17 +111,10 @@ impl SettingsArgs {
     /// inventory's user and password for REGISTRY_URL's host, Docker's config.json for the others
     /// (and for REGISTRY_URL's host when no password is set).
     pub async fn client(&self, registry: &RegistryArgs, settings: &Settings, references: &[Reference]) -> anyhow::Result<Client> {
-        let mut plain_http = registry.plain_http.clone();
+        let mut options = registry.client_options();
         if let Some(url) = settings.registry_url.as_ref().filter(|u| u.value.plain_http) {
-            plain_http.push(url.value.host.clone());
+            options.plain_http.push(url.value.host.clone());
         }
-        let options = ClientOptions {
-            ca_files: registry.ca_files.clone(),
-            certs_dir: Some(registry.certs_dir.clone()),
-            plain_http,
-            retry: RetryPolicy { attempts: registry.attempts.max(1), ..RetryPolicy::default() },
-            ..ClientOptions::default()
-        };
         let mut client = Client::new(options);
         let hosts: BTreeSet<&str> = references.iter().map(|r| r.registry.as_str()).collect();
         // The settings' user and password belong to REGISTRY_URL's host; without REGISTRY_URL they

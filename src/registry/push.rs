@@ -21,7 +21,7 @@ use crate::reference::Reference;
 /// Size of one `PATCH` when a registry rejects monolithic uploads.
 const CHUNK_BYTES: u64 = 16 << 20;
 
-/// How a blob reached the destination repository.
+/// Outcome of putting a blob into the destination repository.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Pushed {
@@ -108,7 +108,7 @@ impl Client {
             }
             Err(err @ (RegistryError::Unreachable { .. } | RegistryError::RetriesExhausted { .. } | RegistryError::Tls { .. })) => Err(err),
             Err(err) => {
-                tracing::debug!(error = %err, from, "blob mount refused, uploading instead");
+                tracing::debug!(error = %err, from, "blob mount rejected, uploading instead");
                 Ok(false)
             }
         }

@@ -37,6 +37,9 @@ pub enum Fault {
     TooManyRequests,
     /// Send `503 Service Unavailable` without contacting the registry.
     ServiceUnavailable,
+    /// Send `413 Payload Too Large` without contacting the registry, as a proxy in front of a
+    /// registry does when it limits request bodies.
+    PayloadTooLarge,
     /// Forward the response with the body byte at this offset XORed with 0xFF. A body shorter
     /// than offset + 1 passes unchanged.
     FlipByte(u64),
@@ -402,6 +405,11 @@ async fn handle(
             let body = r#"{"errors":[{"code":"UNAVAILABLE","message":"service unavailable (injected by the fault proxy)"}]}"#;
             answer(&mut client_write, "503 Service Unavailable", "", body).await?;
             state.set_status(request_index, 503);
+            return linger(client_read, client_write).await;
+        }
+        Some(Fault::PayloadTooLarge) => {
+            answer(&mut client_write, "413 Payload Too Large", "", "request body too large (injected by the fault proxy)").await?;
+            state.set_status(request_index, 413);
             return linger(client_read, client_write).await;
         }
         Some(Fault::Delay(duration)) => tokio::time::sleep(*duration).await,
