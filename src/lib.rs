@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod mirror;
 pub mod platform;
 pub mod progress;
+pub mod proxy;
 pub mod push;
 pub mod reference;
 pub mod registry;

@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::inventory::{Inventory, InventoryError, InventoryValue, Unevaluable, View};
+use crate::proxy::{NoProxy, ProxyConfig, ProxyUrl};
 use crate::reference::{Reference, ReferenceError, RegistryUrl};
 
 /// Warmup list used when no source sets `PROVISION_IMAGE_WARMUP`.
@@ -22,6 +23,9 @@ pub enum Variable {
     Username,
     Password,
     Warmup,
+    HttpProxy,
+    HttpsProxy,
+    NoProxy,
 }
 
 impl Variable {
@@ -33,6 +37,9 @@ impl Variable {
             Variable::Username => "REGISTRY_USERNAME",
             Variable::Password => "REGISTRY_PASSWORD",
             Variable::Warmup => "PROVISION_IMAGE_WARMUP",
+            Variable::HttpProxy => "HTTP_PROXY",
+            Variable::HttpsProxy => "HTTPS_PROXY",
+            Variable::NoProxy => "NO_PROXY",
         }
     }
 
@@ -44,6 +51,9 @@ impl Variable {
             Variable::Username => "--username",
             Variable::Password => "--password-stdin",
             Variable::Warmup => "--warmup",
+            Variable::HttpProxy => "--http-proxy",
+            Variable::HttpsProxy => "--https-proxy",
+            Variable::NoProxy => "--no-proxy",
         }
     }
 
@@ -143,6 +153,9 @@ pub struct Settings {
     /// `PROVISION_IMAGE_WARMUP` entries as written (short names or full references); never
     /// empty. [`images`] expands them.
     pub warmup: Setting<Vec<String>>,
+    /// `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY` for ferry's own traffic; empty for direct
+    /// connections.
+    pub proxy: ProxyConfig,
     /// The inventory read and whose variables were used; `None` without an inventory.
     pub inventory: Option<InventoryUse>,
 }
@@ -169,6 +182,9 @@ pub struct Overrides {
     pub warmup: Vec<String>,
     /// The password read by `--password-stdin`.
     pub password: Option<Secret>,
+    pub http_proxy: Option<String>,
+    pub https_proxy: Option<String>,
+    pub no_proxy: Option<String>,
 }
 
 /// Error resolving the settings. No message contains a password.
@@ -198,6 +214,8 @@ pub enum SettingsError {
     },
     #[error("{message} (REGISTRY_URL from {from})")]
     InvalidRegistryUrl { from: Source, message: String },
+    #[error("{source} ({variable} from {from})")]
+    InvalidProxy { variable: Variable, from: Source, source: crate::proxy::ProxyError },
     #[error("PROVISION_IMAGE_WARMUP from {from} is empty: list at least one image, such as chromium or registry.example.com/team/app:1.0")]
     EmptyWarmup { from: Source },
     #[error("invalid PROVISION_IMAGE_WARMUP from {from}: {message}")]
@@ -262,6 +280,7 @@ pub fn resolve(
             }),
     };
     let warmup = sources.warmup()?;
+    let proxy = sources.proxy()?;
 
     let inventory = view.map(|(path, view, host_count)| InventoryUse {
         path: path.to_owned(),
@@ -275,6 +294,7 @@ pub fn resolve(
         username,
         password,
         warmup,
+        proxy,
         inventory,
     })
 }
@@ -386,10 +406,50 @@ impl Sources<'_> {
         non_empty(entries, source)
     }
 
+    /// Reads the proxy variables. Each comes from its flag, else the environment (upper case,
+    /// then lower case), else the inventory, where `NO_PROXY` may also be a list.
+    fn proxy(&self) -> Result<ProxyConfig, SettingsError> {
+        let url = |variable: Variable, flag: Option<&str>| -> Result<Option<ProxyUrl>, SettingsError> {
+            let Some(Setting { value, source }) = self.text(variable, flag)? else { return Ok(None) };
+            if value.trim().is_empty() {
+                return Ok(None);
+            }
+            let url = ProxyUrl::parse(&value).map_err(|error| SettingsError::InvalidProxy { variable, from: source.clone(), source: error })?;
+            tracing::debug!(variable = variable.name(), proxy = %url, from = %source, "proxy setting");
+            Ok(Some(url))
+        };
+        let http = url(Variable::HttpProxy, self.flags.http_proxy.as_deref())?;
+        let https = url(Variable::HttpsProxy, self.flags.https_proxy.as_deref())?;
+        let no_proxy_text = match (&self.flags.no_proxy, self.environment(Variable::NoProxy)) {
+            (Some(flag), _) => Some((flag.clone(), Source::Flag)),
+            (None, Some(text)) => Some((text, Source::Environment)),
+            (None, None) => match self.inventory(Variable::NoProxy)? {
+                Some(value) => {
+                    let source = Source::Inventory { origin: value.origin.to_string() };
+                    match &value.value {
+                        serde_json::Value::Array(items) => Some((list_entries(items, &source)?.join(","), source)),
+                        serde_json::Value::String(text) => Some((text.clone(), source)),
+                        serde_json::Value::Null => None,
+                        other => {
+                            return Err(SettingsError::WrongType { variable: Variable::NoProxy, from: source, expected: "a list or a comma-separated string", found: json_kind(other) })
+                        }
+                    }
+                }
+                None => None,
+            },
+        };
+        let no_proxy = match no_proxy_text {
+            Some((text, source)) => NoProxy::parse(&text).map_err(|error| SettingsError::InvalidProxy { variable: Variable::NoProxy, from: source, source: error })?,
+            None => NoProxy::default(),
+        };
+        Ok(ProxyConfig { http, https, no_proxy })
+    }
+
     /// Reads the environment variable, counting an empty value as unset except for
-    /// `REGISTRY_ENV`.
+    /// `REGISTRY_ENV`. Proxy variables are also read in lower case, as curl and Go do.
     fn environment(&self, variable: Variable) -> Option<String> {
-        let value = (self.env)(variable.name())?;
+        let lower = matches!(variable, Variable::HttpProxy | Variable::HttpsProxy | Variable::NoProxy).then(|| variable.name().to_ascii_lowercase());
+        let value = (self.env)(variable.name()).filter(|v| !v.is_empty() || lower.is_none()).or_else(|| lower.and_then(|name| (self.env)(&name)))?;
         if value.is_empty() && variable != Variable::RegistryEnv {
             tracing::debug!(
                 variable = variable.name(),

@@ -12,6 +12,7 @@ use ferry::settings::{self, Overrides};
 use ferry::warmup::Status;
 
 use super::mirror::DestinationArgs;
+use super::settings::ProxyArgs;
 use super::output::Reporter;
 use super::{RegistryArgs, EXIT_IMAGE_FAILED, EXIT_OK};
 
@@ -36,6 +37,8 @@ pub struct PushArgs {
     /// Prefix of the archive's image names (overrides REGISTRY_ENV).
     #[arg(long, value_name = "PREFIX")]
     pub registry_env: Option<String>,
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
     /// Platform to pick from multi-platform images in archives without manifests
     /// (default: linux/amd64).
     #[arg(long, value_name = "OS/ARCH[/VARIANT]", default_value = "linux/amd64")]
@@ -55,7 +58,8 @@ pub struct PushArgs {
 
 pub async fn run(args: PushArgs, quiet: bool) -> anyhow::Result<u8> {
     args.destination.destination("")?;
-    let overrides = Overrides { registry_url: args.registry_url.clone(), registry_env: args.registry_env.clone(), ..Overrides::default() };
+    let mut overrides = Overrides { registry_url: args.registry_url.clone(), registry_env: args.registry_env.clone(), ..Overrides::default() };
+    args.proxy.apply(&mut overrides)?;
     let env = |name: &str| std::env::var(name).ok();
     let settings = settings::resolve(args.inventory.as_deref(), args.host.as_deref(), &env, &overrides)?;
     let names = SourceNames { registry: settings.registry_url.as_ref().map(|u| u.value.clone()), prefix: settings.registry_env.value.clone() };
@@ -87,7 +91,9 @@ pub async fn run(args: PushArgs, quiet: bool) -> anyhow::Result<u8> {
     if destination.registry.plain_http {
         registry_args.plain_http.push(destination.registry.host.clone());
     }
-    let mut client = ferry::registry::Client::new(registry_args.client_options());
+    let mut options = registry_args.client_options();
+    options.proxy = settings.proxy.clone();
+    let mut client = ferry::registry::Client::new(options);
     if let Some(credential) = args.destination.credential(&destination.registry.host).await? {
         client.set_credential(&destination.registry.host, credential);
     }

@@ -52,6 +52,40 @@ pub struct DownloadArgs {
     pub jobs: u64,
 }
 
+/// Flags for the proxy of ferry's own traffic, which win over the environment and the inventory.
+#[derive(Args, Debug, Clone)]
+pub struct ProxyArgs {
+    /// Proxy for plain-HTTP registries, such as http://proxy.lan:3128 (overrides HTTP_PROXY).
+    /// Put credentials in HTTP_PROXY instead, so they stay out of the process list.
+    #[arg(long, value_name = "URL")]
+    pub http_proxy: Option<String>,
+    /// Proxy for HTTPS registries and token servers (overrides HTTPS_PROXY). Put credentials in
+    /// HTTPS_PROXY instead, so they stay out of the process list.
+    #[arg(long, value_name = "URL")]
+    pub https_proxy: Option<String>,
+    /// Hosts reached without the proxy, separated by commas: names, .domains, *.domains,
+    /// host:port, IP addresses, address blocks such as 10.0.0.0/8, or * (overrides NO_PROXY).
+    #[arg(long, value_name = "LIST")]
+    pub no_proxy: Option<String>,
+}
+
+impl ProxyArgs {
+    /// Copies the flags into `overrides`, rejecting a password on the command line.
+    pub fn apply(&self, overrides: &mut Overrides) -> anyhow::Result<()> {
+        for (flag, value, variable) in [("--http-proxy", &self.http_proxy, "HTTP_PROXY"), ("--https-proxy", &self.https_proxy, "HTTPS_PROXY")] {
+            let Some(value) = value else { continue };
+            let url = ferry::proxy::ProxyUrl::parse(value)?;
+            if url.url().password().is_some() {
+                anyhow::bail!("{flag} {url} contains a password, which the process list would show: set {variable} in the environment or the inventory instead");
+            }
+        }
+        overrides.http_proxy = self.http_proxy.clone();
+        overrides.https_proxy = self.https_proxy.clone();
+        overrides.no_proxy = self.no_proxy.clone();
+        Ok(())
+    }
+}
+
 /// Flags for the sources of the image list and registry credentials.
 #[derive(Args, Debug)]
 pub struct SettingsArgs {
@@ -78,6 +112,8 @@ pub struct SettingsArgs {
     /// Image to preload, short name or full reference; repeatable (overrides PROVISION_IMAGE_WARMUP).
     #[arg(long = "warmup", visible_alias = "image", value_name = "REF")]
     pub images: Vec<String>,
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
 }
 
 impl SettingsArgs {
@@ -94,13 +130,15 @@ impl SettingsArgs {
         } else {
             None
         };
-        let overrides = Overrides {
+        let mut overrides = Overrides {
             registry_url: self.registry_url.clone(),
             registry_env: self.registry_env.clone(),
             username: self.username.clone(),
             warmup: self.images.clone(),
             password,
+            ..Overrides::default()
         };
+        self.proxy.apply(&mut overrides)?;
         let env = |name: &str| std::env::var(name).ok();
         let settings = settings::resolve(self.inventory.as_deref(), self.host.as_deref(), &env, &overrides)?;
         report_sources(&settings);
@@ -112,6 +150,7 @@ impl SettingsArgs {
     /// (and for REGISTRY_URL's host when no password is set).
     pub async fn client(&self, registry: &RegistryArgs, settings: &Settings, references: &[Reference]) -> anyhow::Result<Client> {
         let mut options = registry.client_options();
+        options.proxy = settings.proxy.clone();
         if let Some(url) = settings.registry_url.as_ref().filter(|u| u.value.plain_http) {
             options.plain_http.push(url.value.host.clone());
         }

@@ -27,6 +27,7 @@ use crate::credentials::Credential;
 use crate::digest::Digest;
 use crate::manifest::{self, Descriptor, Document, ImageManifest};
 use crate::platform::Platform;
+use crate::proxy::ProxyConfig;
 use crate::reference::Reference;
 use auth::{TokenCache, TokenKey};
 
@@ -50,6 +51,9 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Maximum wait for the next bytes of a response before the attempt counts as failed.
     pub read_timeout: Duration,
+    /// Proxies for every request; empty means direct connections (the environment is not read
+    /// here, because the settings already merged it).
+    pub proxy: ProxyConfig,
 }
 
 impl Default for ClientOptions {
@@ -61,6 +65,7 @@ impl Default for ClientOptions {
             retry: RetryPolicy::default(),
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(60),
+            proxy: ProxyConfig::default(),
         }
     }
 }
@@ -71,6 +76,14 @@ impl Default for ClientOptions {
 pub enum RegistryError {
     #[error("cannot reach registry {host}: {detail}; check REGISTRY_URL and that the registry runs and is reachable from this node")]
     Unreachable { host: String, detail: String },
+    #[error("cannot reach proxy {proxy} (used for {host}): {detail}; check HTTPS_PROXY and HTTP_PROXY, or add {host} to NO_PROXY if it is reachable directly")]
+    ProxyUnreachable { proxy: String, host: String, detail: String },
+    #[error("proxy {proxy} {} (HTTP 407) for {host}: {}", if *with_credentials { "rejected the credentials in its URL" } else { "requires credentials" }, if *with_credentials { "check the user and password in the proxy URL, with %, @ and # written as %25, %40 and %23" } else { "put them in the proxy URL, such as http://user:password@proxy:3128" })]
+    ProxyAuth { proxy: String, host: String, with_credentials: bool },
+    #[error("proxy {proxy} refused access to {host} (HTTP 403): allow {host} on the proxy, or add it to NO_PROXY if it is reachable directly")]
+    ProxyDenied { proxy: String, host: String },
+    #[error("proxy {proxy} did not open a tunnel to {host} ({detail}): the proxy denies CONNECT to that host or port, or cannot reach it; allow {host} on the proxy")]
+    ProxyTunnel { proxy: String, host: String, detail: String },
     #[error("{what}: connection lost while reading the response: {detail}")]
     ConnectionLost { what: String, detail: String },
     #[error("TLS verification failed for {host}: {detail}; trust its CA with --ca-file FILE or /etc/docker/certs.d/{host}/ca.crt, or use --plain-http {host} if it really serves plain HTTP")]
@@ -120,7 +133,7 @@ pub enum RegistryError {
 impl RegistryError {
     /// True for failures a later attempt may not see: dropped connections and timeouts.
     fn is_transient(&self) -> bool {
-        matches!(self, RegistryError::Unreachable { .. } | RegistryError::ConnectionLost { .. })
+        matches!(self, RegistryError::Unreachable { .. } | RegistryError::ConnectionLost { .. } | RegistryError::ProxyUnreachable { .. })
     }
 }
 
@@ -233,7 +246,12 @@ impl Client {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(self.options.connect_timeout)
             .read_timeout(self.options.read_timeout)
-            .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")));
+            .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
+            .no_proxy();
+        if !self.options.proxy.is_empty() {
+            let proxy = self.options.proxy.clone();
+            builder = builder.proxy(reqwest::Proxy::custom(move |url| proxy.proxy_for(url).map(|p| p.url().clone())));
+        }
         let mut ca_files = self.options.ca_files.clone();
         if let Some(dir) = &self.options.certs_dir {
             ca_files.extend(certs_d_files(&dir.join(host_port)));
@@ -267,7 +285,15 @@ impl Client {
             Ok(response) => response,
             Err(err) => {
                 // Later images on this registry fail at once instead of retrying again.
-                if matches!(err, RegistryError::RetriesExhausted { .. } | RegistryError::Unreachable { .. } | RegistryError::Tls { .. }) {
+                if matches!(
+                    err,
+                    RegistryError::RetriesExhausted { .. }
+                        | RegistryError::Unreachable { .. }
+                        | RegistryError::Tls { .. }
+                        | RegistryError::ProxyAuth { .. }
+                        | RegistryError::ProxyDenied { .. }
+                        | RegistryError::ProxyTunnel { .. }
+                ) {
                     self.unreachable.lock().unwrap().insert(host.to_owned(), err.to_string());
                 }
                 return Err(err);
@@ -363,7 +389,8 @@ impl Client {
                 request
             }
         };
-        let response = request.send().await.map_err(|e| classify_send_error(&realm_host, e))?;
+        let response = request.send().await.map_err(|e| self.classify_send_error(&realm_url, e))?;
+        self.check_proxy_response(&realm_url, &response)?;
         match response.status() {
             status if status.is_success() => {}
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN if credential.is_none() => {
@@ -398,7 +425,8 @@ impl Client {
             if let Some(body) = body {
                 request = request.body(body()?);
             }
-            let response = request.send().await.map_err(|e| classify_send_error(&host, e))?;
+            let response = request.send().await.map_err(|e| self.classify_send_error(&url, e))?;
+            self.check_proxy_response(&url, &response)?;
             tracing::debug!(method = %method, url = %url, status = response.status().as_u16(), "registry request");
             if !response.status().is_redirection() {
                 return Ok(response);
@@ -687,14 +715,59 @@ fn host_port(url: &Url) -> String {
     }
 }
 
-/// Turns a `reqwest` send error into a ferry error, separating TLS failures from the rest.
-fn classify_send_error(host: &str, error: reqwest::Error) -> RegistryError {
+impl Client {
+    /// Turns a `reqwest` send error into a ferry error: the proxy's failures (unreachable,
+    /// credentials rejected, tunnel refused) apart from the registry's, and TLS apart from the
+    /// rest.
+    fn classify_send_error(&self, url: &Url, error: reqwest::Error) -> RegistryError {
+        let host = host_port(url);
+        let Some(proxy) = self.options.proxy.proxy_for(url) else {
+            return classify_send_error(&host, error);
+        };
+        let chain = error_chain(&error);
+        let text = chain.join(": ").to_ascii_lowercase();
+        let proxy_name = proxy.to_string();
+        if text.contains("proxy auth") {
+            return RegistryError::ProxyAuth { proxy: proxy_name, host, with_credentials: proxy.has_credentials() };
+        }
+        if text.contains("tunnel") {
+            return RegistryError::ProxyTunnel { proxy: proxy_name, host, detail: chain.last().cloned().unwrap_or_default() };
+        }
+        match classify_send_error(&host, error) {
+            RegistryError::Tls { host, detail } => RegistryError::Tls { host, detail: format!("{detail} (through proxy {proxy_name})") },
+            RegistryError::Unreachable { detail, .. } if text.contains("connect") || text.contains("dns") => {
+                RegistryError::ProxyUnreachable { proxy: proxy_name, host, detail }
+            }
+            other => other,
+        }
+    }
+
+    /// Fails on a response the proxy wrote itself instead of forwarding: 407, or a refusal from
+    /// squid (`X-Squid-Error`) for a plain-HTTP request.
+    fn check_proxy_response(&self, url: &Url, response: &Response) -> Result<(), RegistryError> {
+        let Some(proxy) = self.options.proxy.proxy_for(url) else { return Ok(()) };
+        let host = host_port(url);
+        match response.status() {
+            StatusCode::PROXY_AUTHENTICATION_REQUIRED => Err(RegistryError::ProxyAuth { proxy: proxy.to_string(), host, with_credentials: proxy.has_credentials() }),
+            StatusCode::FORBIDDEN if response.headers().contains_key("x-squid-error") => Err(RegistryError::ProxyDenied { proxy: proxy.to_string(), host }),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn error_chain(error: &reqwest::Error) -> Vec<String> {
     let mut chain = Vec::new();
-    let mut source: Option<&dyn std::error::Error> = Some(&error);
+    let mut source: Option<&dyn std::error::Error> = Some(error);
     while let Some(err) = source {
         chain.push(err.to_string());
         source = err.source();
     }
+    chain
+}
+
+/// Turns a `reqwest` send error into a ferry error, separating TLS failures from the rest.
+fn classify_send_error(host: &str, error: reqwest::Error) -> RegistryError {
+    let chain = error_chain(&error);
     let detail = chain.last().cloned().unwrap_or_default();
     if chain.iter().any(|m| m.contains("InvalidContentType")) {
         let detail = "the server did not answer with TLS, so it probably serves plain HTTP".to_owned();

@@ -139,6 +139,7 @@ fn flags_beat_environment() {
         username: Some("flag-user".into()),
         warmup: vec!["x,y".into(), "z".into()],
         password: Some(Secret::new("stdin-password")),
+        ..Overrides::default()
     };
     let env = [
         ("REGISTRY_URL", "env.example.com"),
@@ -456,4 +457,47 @@ fn images_error_names_entry() {
     let settings = without_inventory(&[], &flags).unwrap();
     let error = images(&settings).unwrap_err().to_string();
     assert!(error.contains("\"chromium\""), "{error}");
+}
+
+const PROXY_INVENTORY: &str = "
+all:
+  vars:
+    HTTPS_PROXY: http://inventory-proxy.lan:3128
+    HTTP_PROXY: http://inventory-proxy.lan:3128
+    NO_PROXY: [.internal, 10.0.0.0/8]
+  hosts:
+    node1:
+";
+
+#[test]
+fn proxy_from_inventory() {
+    let settings = Fixture::new(PROXY_INVENTORY).resolve(&[], &Overrides::default()).unwrap();
+    assert_eq!(settings.proxy.https.as_ref().unwrap().address(), "inventory-proxy.lan:3128");
+    assert!(settings.proxy.no_proxy.matches("mirror.internal", Some(443)));
+    assert!(settings.proxy.no_proxy.matches("10.1.2.3", Some(443)));
+}
+
+#[test]
+fn proxy_environment_beats_inventory() {
+    let env = [("https_proxy", "http://lower.lan:3128"), ("NO_PROXY", "registry.lan")];
+    let settings = Fixture::new(PROXY_INVENTORY).resolve(&env, &Overrides::default()).unwrap();
+    assert_eq!(settings.proxy.https.as_ref().unwrap().address(), "lower.lan:3128");
+    assert!(settings.proxy.no_proxy.matches("registry.lan", None));
+    assert!(!settings.proxy.no_proxy.matches("mirror.internal", None));
+
+    // Upper case wins over lower case, and the flag over both.
+    let env = [("https_proxy", "http://lower.lan:3128"), ("HTTPS_PROXY", "http://upper.lan:3128")];
+    let settings = Fixture::new(PROXY_INVENTORY).resolve(&env, &Overrides::default()).unwrap();
+    assert_eq!(settings.proxy.https.as_ref().unwrap().address(), "upper.lan:3128");
+    let flags = Overrides { https_proxy: Some("http://flag.lan:8080".into()), ..Overrides::default() };
+    let settings = Fixture::new(PROXY_INVENTORY).resolve(&env, &flags).unwrap();
+    assert_eq!(settings.proxy.https.as_ref().unwrap().address(), "flag.lan:8080");
+}
+
+#[test]
+fn invalid_proxy_names_source() {
+    let env = [("HTTPS_PROXY", "ftp://user:secret@proxy.lan")];
+    let error = without_inventory(&env, &Overrides::default()).unwrap_err().to_string();
+    assert!(error.contains("HTTPS_PROXY from the environment"), "{error}");
+    assert!(!error.contains("secret"), "{error}");
 }
