@@ -13,8 +13,8 @@
 //! - `host:port` matches that host on that port only;
 //! - an IP address matches itself, and `10.0.0.0/8` or `fd00::/8` every address in the block.
 //!
-//! Loopback hosts (`localhost`, `127.0.0.0/8`, `::1`) never go through the proxy, as in Go's
-//! `net/http` and in Docker.
+//! `localhost`, `127.0.0.1` and `::1` never go through the proxy, as in Go's `net/http` and in
+//! Docker. Other loopback addresses, such as 127.0.0.2, follow `NO_PROXY` like any address.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -129,7 +129,8 @@ impl NoProxy {
     pub fn matches(&self, host: &str, port: Option<u16>) -> bool {
         let host = host.trim_start_matches('[').trim_end_matches(']').trim_end_matches('.').to_ascii_lowercase();
         let ip: Option<IpAddr> = host.parse().ok();
-        if host == "localhost" || host.ends_with(".localhost") || ip.is_some_and(|ip| ip.is_loopback()) {
+        let usual_loopback = ip.is_some_and(|ip| ip == IpAddr::from([127, 0, 0, 1]) || ip == IpAddr::from(std::net::Ipv6Addr::LOCALHOST));
+        if host == "localhost" || host.ends_with(".localhost") || usual_loopback {
             return true;
         }
         self.entries.iter().any(|entry| match entry {
@@ -258,7 +259,8 @@ mod tests {
         assert!(no_proxy("*").matches("registry.example.com", None));
         let empty = no_proxy("");
         assert!(empty.matches("localhost", None));
-        assert!(empty.matches("127.0.0.5", Some(5000)));
+        assert!(empty.matches("127.0.0.1", Some(5000)));
+        assert!(!empty.matches("127.0.0.5", Some(5000)));
         assert!(empty.matches("[::1]", None));
         assert!(!empty.matches("registry.example.com", None));
     }

@@ -730,6 +730,10 @@ impl Client {
         if text.contains("proxy auth") {
             return RegistryError::ProxyAuth { proxy: proxy_name, host, with_credentials: proxy.has_credentials() };
         }
+        // A refused or unresolvable proxy address is reported inside the tunnel error too.
+        if ["connection refused", "tcp connect error", "dns error", "timed out"].iter().any(|m| text.contains(m)) {
+            return RegistryError::ProxyUnreachable { proxy: proxy_name, host, detail: chain.last().cloned().unwrap_or_default() };
+        }
         if text.contains("tunnel") {
             return RegistryError::ProxyTunnel { proxy: proxy_name, host, detail: chain.last().cloned().unwrap_or_default() };
         }

@@ -10,8 +10,9 @@
 //! tests that run in parallel.
 //!
 //! The pieces:
-//! - [`Pki`]: a test CA and a server certificate for 127.0.0.1, localhost, ::1 and
-//!   registry.ferry.test, plus `certs.d`-style folders.
+//! - [`Pki`]: a test CA and a server certificate for 127.0.0.1, 127.0.0.2, localhost, ::1,
+//!   registry.ferry.test and token.ferry.test, plus `certs.d`-style folders.
+//! - [`Squid`]: a squid proxy on 127.0.0.1 with its access log.
 //! - [`Registry`]: `start_plain`, `start_htpasswd`, `start_token`/`start_token_with`, with
 //!   `host`, `url`, `ca_file`, `log`, `requests`, `count_requests`, `stop`, `restart` and
 //!   `push` (skopeo, digests preserved).
@@ -46,6 +47,7 @@ mod ferry;
 mod image;
 mod pki;
 mod registry;
+mod squid;
 mod tmpfs;
 mod token;
 
@@ -58,6 +60,7 @@ pub use image::{
 };
 pub use pki::Pki;
 pub use registry::{skopeo, skopeo_output, LoggedRequest, Registry, PROXY_VARIABLES};
+pub use squid::{Squid, SquidOptions, PROXIED_NAMES};
 pub use tmpfs::Tmpfs;
 pub use token::{TokenOptions, TokenRequest, TokenServer, TokenUser};
 

@@ -10,7 +10,7 @@ use rcgen::{
 use tempfile::TempDir;
 
 /// Host names and addresses in the server certificate's subject alternative names.
-pub const SERVER_NAMES: [&str; 4] = ["127.0.0.1", "localhost", "::1", "registry.ferry.test"];
+pub const SERVER_NAMES: [&str; 6] = ["127.0.0.1", "127.0.0.2", "localhost", "::1", "registry.ferry.test", "token.ferry.test"];
 
 /// A test CA, a server certificate for [`SERVER_NAMES`], and a token-signing certificate, all
 /// written as PEM files to a temporary directory that lives as long as the last clone.

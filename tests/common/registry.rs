@@ -53,6 +53,8 @@ pub struct LoggedRequest {
 /// every run), `htpasswd` and `auth.json` (skopeo credentials) when they apply.
 pub struct Registry {
     dir: TempDir,
+    /// Loopback address the registry listens on, 127.0.0.1 unless a test picks another.
+    bind: String,
     port: u16,
     tls: Option<Pki>,
     auth: Auth,
@@ -63,6 +65,12 @@ impl Registry {
     /// Starts a plain-HTTP registry that allows anonymous pull and push.
     pub fn start_plain() -> Registry {
         Registry::start(None, Auth::Anonymous)
+    }
+
+    /// Starts a plain-HTTP registry like [`Registry::start_plain`] on another loopback address,
+    /// such as 127.0.0.2.
+    pub fn start_plain_at(bind: &str) -> Registry {
+        Registry::start_at(bind, None, Auth::Anonymous)
     }
 
     /// Starts an HTTPS registry with `htpasswd` authentication for one user.
@@ -91,12 +99,17 @@ impl Registry {
     }
 
     fn start(tls: Option<Pki>, auth: Auth) -> Registry {
+        Registry::start_at("127.0.0.1", tls, auth)
+    }
+
+    fn start_at(bind: &str, tls: Option<Pki>, auth: Auth) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("ferry-test-registry-")
             .tempdir()
             .expect("failed to create the registry directory");
         let mut registry = Registry {
             dir,
+            bind: bind.to_owned(),
             port: 0,
             tls,
             auth,
@@ -118,9 +131,16 @@ impl Registry {
         panic!("docker-registry found no free port after 5 attempts")
     }
 
-    /// `127.0.0.1:<port>`, the registry part of an image reference.
+    /// `127.0.0.1:<port>` (or the address it was started on), the registry part of an image
+    /// reference.
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.bind, self.port)
+    }
+
+    /// `<name>:<port>`: the registry under a name that resolves to its address, such as
+    /// `registry.ferry.test`, which a proxy reaches but loopback rules do not exempt.
+    pub fn host_named(&self, name: &str) -> String {
+        format!("{name}:{}", self.port)
     }
 
     pub fn port(&self) -> u16 {
@@ -326,10 +346,11 @@ storage:
     uploadpurging:
       enabled: false
 http:
-  addr: 127.0.0.1:{port}
+  addr: {bind}:{port}
   secret: {secret}
 ",
             storage = quote(&self.storage_dir()),
+            bind = self.bind,
             port = self.port,
         );
         if let Some(pki) = &self.tls {

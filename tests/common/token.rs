@@ -71,6 +71,8 @@ pub struct TokenOptions {
     /// Serve `POST <realm>` (OAuth2 password grant). When false the server returns 404, the
     /// status on which clients of Docker's token protocol retry with GET.
     pub accept_post: bool,
+    /// Host name of the realm URL in the registry's challenge; it must resolve to 127.0.0.1.
+    pub realm_host: String,
 }
 
 impl TokenOptions {
@@ -82,6 +84,7 @@ impl TokenOptions {
             expires_in: 300,
             registry_lifetime: None,
             accept_post: true,
+            realm_host: "localhost".to_string(),
         }
     }
 }
@@ -167,7 +170,8 @@ impl TokenServer {
 
     /// Returns the realm URL the registry sends in its `WWW-Authenticate` challenge.
     pub fn realm(&self) -> String {
-        format!("https://localhost:{}/token", self.port)
+        let host = self.state.options.lock().unwrap().realm_host.clone();
+        format!("https://{host}:{}/token", self.port)
     }
 
     pub fn port(&self) -> u16 {
