@@ -26,6 +26,7 @@ pub enum Variable {
     HttpProxy,
     HttpsProxy,
     NoProxy,
+    Mirrors,
 }
 
 impl Variable {
@@ -40,6 +41,7 @@ impl Variable {
             Variable::HttpProxy => "HTTP_PROXY",
             Variable::HttpsProxy => "HTTPS_PROXY",
             Variable::NoProxy => "NO_PROXY",
+            Variable::Mirrors => "REGISTRY_MIRRORS",
         }
     }
 
@@ -54,6 +56,7 @@ impl Variable {
             Variable::HttpProxy => "--http-proxy",
             Variable::HttpsProxy => "--https-proxy",
             Variable::NoProxy => "--no-proxy",
+            Variable::Mirrors => "--registry-mirror",
         }
     }
 
@@ -156,6 +159,9 @@ pub struct Settings {
     /// `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY` for ferry's own traffic; empty for direct
     /// connections.
     pub proxy: ProxyConfig,
+    /// `REGISTRY_MIRRORS`: registries tried before each image's own, in order, such as a
+    /// pull-through cache near the nodes.
+    pub mirrors: Vec<RegistryUrl>,
     /// The inventory read and whose variables were used; `None` without an inventory.
     pub inventory: Option<InventoryUse>,
 }
@@ -185,6 +191,8 @@ pub struct Overrides {
     pub http_proxy: Option<String>,
     pub https_proxy: Option<String>,
     pub no_proxy: Option<String>,
+    /// `--registry-mirror` values; each may hold several entries separated by commas.
+    pub mirrors: Vec<String>,
 }
 
 /// Error resolving the settings. No message contains a password.
@@ -214,6 +222,8 @@ pub enum SettingsError {
     },
     #[error("{message} (REGISTRY_URL from {from})")]
     InvalidRegistryUrl { from: Source, message: String },
+    #[error("invalid REGISTRY_MIRRORS entry from {from}: {message}")]
+    InvalidMirror { from: Source, message: String },
     #[error("{source} ({variable} from {from})")]
     InvalidProxy { variable: Variable, from: Source, source: crate::proxy::ProxyError },
     #[error("PROVISION_IMAGE_WARMUP from {from} is empty: list at least one image, such as chromium or registry.example.com/team/app:1.0")]
@@ -281,6 +291,7 @@ pub fn resolve(
     };
     let warmup = sources.warmup()?;
     let proxy = sources.proxy()?;
+    let mirrors = sources.mirrors()?;
 
     let inventory = view.map(|(path, view, host_count)| InventoryUse {
         path: path.to_owned(),
@@ -295,6 +306,7 @@ pub fn resolve(
         password,
         warmup,
         proxy,
+        mirrors,
         inventory,
     })
 }
@@ -404,6 +416,33 @@ impl Sources<'_> {
             }
         };
         non_empty(entries, source)
+    }
+
+    /// Reads `REGISTRY_MIRRORS`: the flags, else the environment (a JSON list or a comma-separated
+    /// string), else the inventory (a list or a string). Each entry is a `REGISTRY_URL`-style
+    /// address.
+    fn mirrors(&self) -> Result<Vec<RegistryUrl>, SettingsError> {
+        let variable = Variable::Mirrors;
+        let (entries, source) = if !self.flags.mirrors.is_empty() {
+            (self.flags.mirrors.iter().flat_map(|v| split_entries(v)).collect(), Source::Flag)
+        } else if let Some(text) = self.environment(variable) {
+            (parse_list_text(&text, &Source::Environment)?, Source::Environment)
+        } else if let Some(value) = self.inventory(variable)? {
+            let source = Source::Inventory { origin: value.origin.to_string() };
+            let entries = match &value.value {
+                serde_json::Value::String(text) => parse_list_text(text, &source)?,
+                serde_json::Value::Array(items) => list_entries(items, &source)?,
+                serde_json::Value::Null => Vec::new(),
+                other => return Err(SettingsError::WrongType { variable, from: source, expected: "a list of registry addresses", found: json_kind(other) }),
+            };
+            (entries, source)
+        } else {
+            return Ok(Vec::new());
+        };
+        entries
+            .iter()
+            .map(|entry| RegistryUrl::parse(entry).map_err(|error| SettingsError::InvalidMirror { from: source.clone(), message: error.to_string() }))
+            .collect()
     }
 
     /// Reads the proxy variables. Each comes from its flag, else the environment (upper case,

@@ -65,6 +65,30 @@ pub struct RegistryArgs {
     /// Attempts per registry request, the first included.
     #[arg(long, value_name = "N", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
     pub attempts: u32,
+    /// Maximum download rate for all downloads together, in bytes per second with an optional
+    /// K, M or G suffix (powers of 1024), such as 20M, so a fleet does not saturate a WAN link.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub limit_rate: Option<u64>,
+}
+
+/// Parses `20M`, `500K` or a plain number of bytes per second.
+fn parse_rate(value: &str) -> Result<u64, String> {
+    let text = value.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("invalid rate {value:?}: expected bytes per second such as 20M or 500K"))?;
+    let shift = match unit.trim().to_ascii_uppercase().trim_end_matches("/S").trim_end_matches('B') {
+        "" => 0,
+        "K" | "KI" => 10,
+        "M" | "MI" => 20,
+        "G" | "GI" => 30,
+        _ => return Err(format!("invalid rate {value:?}: the unit must be K, M or G")),
+    };
+    let rate = number.checked_mul(1 << shift).ok_or_else(|| format!("invalid rate {value:?}: too large"))?;
+    if rate < 1024 {
+        return Err(format!("invalid rate {value:?}: use at least 1K"));
+    }
+    Ok(rate)
 }
 
 impl RegistryArgs {
@@ -75,6 +99,7 @@ impl RegistryArgs {
             certs_dir: Some(self.certs_dir.clone()),
             plain_http: self.plain_http.clone(),
             retry: ferry::registry::RetryPolicy { attempts: self.attempts.max(1), ..Default::default() },
+            limit_rate: self.limit_rate,
             ..Default::default()
         }
     }

@@ -112,6 +112,10 @@ pub struct SettingsArgs {
     /// Image to preload, short name or full reference; repeatable (overrides PROVISION_IMAGE_WARMUP).
     #[arg(long = "warmup", visible_alias = "image", value_name = "REF")]
     pub images: Vec<String>,
+    /// Registry tried before each image's own, such as a pull-through cache near the nodes;
+    /// repeatable, tried in order (overrides REGISTRY_MIRRORS).
+    #[arg(long = "registry-mirror", value_name = "REGISTRY[/NAMESPACE]")]
+    pub mirrors: Vec<String>,
     #[command(flatten)]
     pub proxy: ProxyArgs,
 }
@@ -136,6 +140,7 @@ impl SettingsArgs {
             username: self.username.clone(),
             warmup: self.images.clone(),
             password,
+            mirrors: self.mirrors.clone(),
             ..Overrides::default()
         };
         self.proxy.apply(&mut overrides)?;
@@ -151,18 +156,22 @@ impl SettingsArgs {
     pub async fn client(&self, registry: &RegistryArgs, settings: &Settings, references: &[Reference]) -> anyhow::Result<Client> {
         let mut options = registry.client_options();
         options.proxy = settings.proxy.clone();
+        options.mirrors = settings.mirrors.clone();
+        options.plain_http.extend(settings.mirrors.iter().filter(|m| m.plain_http).map(|m| m.host.clone()));
         if let Some(url) = settings.registry_url.as_ref().filter(|u| u.value.plain_http) {
             options.plain_http.push(url.value.host.clone());
         }
         let mut client = Client::new(options);
-        let hosts: BTreeSet<&str> = references.iter().map(|r| r.registry.as_str()).collect();
+        let reference_hosts: BTreeSet<&str> = references.iter().map(|r| r.registry.as_str()).collect();
         // The settings' user and password belong to REGISTRY_URL's host; without REGISTRY_URL they
         // belong to the registry of the list when there is only one.
         let main_host = match &settings.registry_url {
             Some(url) => Some(url.value.host.clone()),
-            None if hosts.len() == 1 => hosts.first().map(|h| h.to_string()),
+            None if reference_hosts.len() == 1 => reference_hosts.first().map(|h| h.to_string()),
             None => None,
         };
+        // Mirrors get credentials from Docker's configuration only.
+        let hosts: BTreeSet<&str> = reference_hosts.iter().copied().chain(settings.mirrors.iter().map(|m| m.host.as_str())).collect();
         let env = |name: &str| std::env::var(name).ok();
         let config_dir = credentials::docker_config_dir(&env);
         for host in hosts {

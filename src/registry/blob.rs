@@ -74,7 +74,7 @@ pub async fn download(
             hasher = Hasher::new();
             offset = 0;
         }
-        match stream_into(response, &mut file, &mut hasher, &mut offset, size, &mut transferred, on_bytes).await {
+        match stream_into(response, &mut file, &mut hasher, &mut offset, size, &mut transferred, on_bytes, client.rate_limit()).await {
             Ok(()) if offset == size => break,
             Ok(()) => tracing::warn!(digest = %digest, offset, size, "response ended early"),
             Err(StreamError::TooLong) => {
@@ -138,6 +138,7 @@ async fn stream_into(
     size: u64,
     transferred: &mut u64,
     on_bytes: &(dyn Fn(u64) + Send + Sync),
+    limit: Option<&super::RateLimit>,
 ) -> Result<(), StreamError> {
     while let Some(chunk) = response.chunk().await.map_err(StreamError::Read)? {
         if *offset + chunk.len() as u64 > size {
@@ -148,6 +149,9 @@ async fn stream_into(
         *offset += chunk.len() as u64;
         *transferred += chunk.len() as u64;
         on_bytes(chunk.len() as u64);
+        if let Some(limit) = limit {
+            limit.consume(chunk.len() as u64).await;
+        }
     }
     Ok(())
 }

@@ -8,6 +8,7 @@
 mod auth;
 pub mod blob;
 mod push;
+mod rate;
 mod retry;
 
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ use url::Url;
 
 pub use auth::Challenge;
 pub use push::Pushed;
+pub use rate::RateLimit;
 pub use retry::RetryPolicy;
 
 use crate::credentials::Credential;
@@ -28,7 +30,7 @@ use crate::digest::Digest;
 use crate::manifest::{self, Descriptor, Document, ImageManifest};
 use crate::platform::Platform;
 use crate::proxy::ProxyConfig;
-use crate::reference::Reference;
+use crate::reference::{Reference, RegistryUrl};
 use auth::{TokenCache, TokenKey};
 
 /// Largest manifest or config ferry reads into memory.
@@ -54,6 +56,11 @@ pub struct ClientOptions {
     /// Proxies for every request; empty means direct connections (the environment is not read
     /// here, because the settings already merged it).
     pub proxy: ProxyConfig,
+    /// Registries tried first for every pull, in order, before the image's own registry: a
+    /// pull-through cache or a copy with the same repository names (under its namespace).
+    pub mirrors: Vec<RegistryUrl>,
+    /// Maximum download rate in bytes per second, for all downloads together.
+    pub limit_rate: Option<u64>,
 }
 
 impl Default for ClientOptions {
@@ -66,6 +73,8 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(60),
             proxy: ProxyConfig::default(),
+            mirrors: Vec::new(),
+            limit_rate: None,
         }
     }
 }
@@ -196,11 +205,15 @@ pub struct Client {
     /// Every `host[:port]` a request was sent to in this run: registries, token realms and
     /// redirect targets.
     contacted: Mutex<std::collections::BTreeSet<String>>,
+    /// Mirrors whose failure was already logged, so each is reported once.
+    mirrors_reported: Mutex<std::collections::HashSet<String>>,
+    rate_limit: Option<RateLimit>,
 }
 
 impl Client {
     pub fn new(options: ClientOptions) -> Client {
         Client {
+            rate_limit: options.limit_rate.map(RateLimit::new),
             options,
             credentials: HashMap::new(),
             http: Mutex::new(HashMap::new()),
@@ -208,6 +221,7 @@ impl Client {
             unreachable: Mutex::new(HashMap::new()),
             tokens: Mutex::new(TokenCache::default()),
             contacted: Mutex::new(Default::default()),
+            mirrors_reported: Mutex::new(Default::default()),
         }
     }
 
@@ -218,6 +232,11 @@ impl Client {
 
     pub fn retry_policy(&self) -> &RetryPolicy {
         &self.options.retry
+    }
+
+    /// Returns the download rate limit, when one is set.
+    pub fn rate_limit(&self) -> Option<&RateLimit> {
+        self.rate_limit.as_ref()
     }
 
     /// Returns every `host[:port]` this client sent a request to, sorted: the list a proxy
@@ -480,7 +499,32 @@ impl Client {
 
     /// Sends an authenticated pull request for `repository` on `host`, retrying transient
     /// failures and renewing the token once on a 401.
+    ///
+    /// The mirrors are tried first, in order: the first one that returns the content (2xx)
+    /// serves the request, and any other answer or failure moves on to the next source, the
+    /// image's own registry last.
     pub(crate) async fn request(&self, host: &str, repository: &str, method: Method, path: &str, headers: HeaderMap, what: &str) -> Result<Response, RegistryError> {
+        for mirror in self.options.mirrors.iter().filter(|m| m.host != host) {
+            let mirror_repository = match &mirror.namespace {
+                Some(namespace) => format!("{namespace}/{repository}"),
+                None => repository.to_owned(),
+            };
+            let mirror_path = path.replacen(&format!("/v2/{repository}/"), &format!("/v2/{mirror_repository}/"), 1);
+            let url = format!("{}{}", self.base_url(&mirror.host), mirror_path);
+            let access = Access::pull(&mirror_repository);
+            match self.request_with(&mirror.host, &access, method.clone(), &url, headers.clone(), None, what).await {
+                Ok(response) if response.status().is_success() => {
+                    tracing::debug!(mirror = %mirror, what, "served by the mirror");
+                    return Ok(response);
+                }
+                Ok(response) => tracing::debug!(mirror = %mirror, what, status = response.status().as_u16(), "the mirror does not have it, trying the next source"),
+                Err(error) => {
+                    if self.mirrors_reported.lock().unwrap().insert(mirror.host.clone()) {
+                        tracing::warn!(mirror = %mirror, error = %crate::error_message(&error), "registry mirror failed, using the next source");
+                    }
+                }
+            }
+        }
         let url = format!("{}{}", self.base_url(host), path);
         self.request_with(host, &Access::pull(repository), method, &url, headers, None, what).await
     }

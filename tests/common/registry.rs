@@ -55,6 +55,8 @@ pub struct Registry {
     dir: TempDir,
     /// Loopback address the registry listens on, 127.0.0.1 unless a test picks another.
     bind: String,
+    /// For a pull-through cache: the URL of the registry it caches.
+    upstream: Option<String>,
     port: u16,
     tls: Option<Pki>,
     auth: Auth,
@@ -65,6 +67,25 @@ impl Registry {
     /// Starts a plain-HTTP registry that allows anonymous pull and push.
     pub fn start_plain() -> Registry {
         Registry::start(None, Auth::Anonymous)
+    }
+
+    /// Starts a plain-HTTP pull-through cache of `origin` (a plain registry without
+    /// authentication): the distribution registry's `proxy` mode, as a site runs it near its
+    /// nodes.
+    pub fn start_pull_through(origin: &Registry) -> Registry {
+        assert!(origin.pki().is_none() && origin.credentials().is_none(), "the cache in these tests fronts a plain, open registry");
+        let dir = tempfile::Builder::new().prefix("ferry-test-cache-").tempdir().expect("failed to create the cache directory");
+        let mut registry = Registry { dir, bind: "127.0.0.1".to_owned(), upstream: Some(origin.url()), port: 0, tls: None, auth: Auth::Anonymous, child: None };
+        for _ in 0..5 {
+            registry.port = free_port();
+            registry.write_config();
+            match registry.spawn() {
+                Ok(()) => return registry,
+                Err(log) if log.contains("address already in use") => continue,
+                Err(log) => panic!("docker-registry failed to start as a cache:\n{log}"),
+            }
+        }
+        panic!("docker-registry found no free port after 5 attempts")
     }
 
     /// Starts a plain-HTTP registry like [`Registry::start_plain`] on another loopback address,
@@ -110,6 +131,7 @@ impl Registry {
         let mut registry = Registry {
             dir,
             bind: bind.to_owned(),
+            upstream: None,
             port: 0,
             tls,
             auth,
@@ -373,6 +395,9 @@ http:
                 server.issuer(),
                 quote(&self.tls.as_ref().unwrap().ca_file()),
             )),
+        }
+        if let Some(upstream) = &self.upstream {
+            config.push_str(&format!("proxy:\n  remoteurl: {upstream}\n"));
         }
         fs_err::write(self.dir.path().join("config.yml"), config)
             .expect("failed to write the registry config");
