@@ -100,6 +100,24 @@ impl CopyOutcome {
         }
     }
 
+    /// Counts the blobs that reached `repository` and remembers where each is, for later
+    /// mounts. Returns the first error, after counting every blob that made it.
+    pub(crate) fn record_blobs<E>(&mut self, results: Vec<Result<(Digest, Pushed, u64), E>>, placed: &mut HashMap<Digest, String>, repository: &str) -> Result<(), E> {
+        let mut first_error = None;
+        for result in results {
+            match result {
+                Ok((digest, pushed, bytes)) => {
+                    self.count(pushed, bytes);
+                    placed.entry(digest).or_insert_with(|| repository.to_owned());
+                }
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     /// Counts one blob that reached the destination.
     pub fn count(&mut self, pushed: Pushed, bytes: u64) {
         match pushed {
@@ -241,21 +259,7 @@ async fn copy_image(
         .buffer_unordered(options.jobs.max(1))
         .collect()
         .await;
-    let mut first_error = None;
-    for result in results {
-        match result {
-            Ok((digest, pushed, bytes)) => {
-                outcome.count(pushed, bytes);
-                placed.entry(digest).or_insert_with(|| destination.repository.clone());
-            }
-            Err(error) => {
-                first_error.get_or_insert(error);
-            }
-        }
-    }
-    if let Some(error) = first_error {
-        return Err(error);
-    }
+    outcome.record_blobs(results, placed, &destination.repository)?;
 
     // Manifests by digest first, then the document the tag points to.
     progress.image_stage(position, "pushing manifests");

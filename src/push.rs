@@ -266,21 +266,7 @@ async fn push_image(
         .buffer_unordered(jobs.max(1))
         .collect()
         .await;
-    let mut first_error = None;
-    for result in results {
-        match result {
-            Ok((digest, pushed, bytes)) => {
-                outcome.count(pushed, bytes);
-                placed.entry(digest).or_insert_with(|| destination.repository.clone());
-            }
-            Err(error) => {
-                first_error.get_or_insert(error);
-            }
-        }
-    }
-    if let Some(error) = first_error {
-        return Err(error);
-    }
+    outcome.record_blobs(results, placed, &destination.repository)?;
 
     progress.image_stage(position, "pushing manifests");
     let (last, children) = image.documents.split_last().expect("an image has a top document");

@@ -84,13 +84,8 @@ fn push_docker_save_archive() {
     let repo = format!("ferry.test/{}", unique_repo("push-docker"));
     let mut guard = RepoGuard::new(&repo);
     let out = tempfile::tempdir().unwrap();
-    let skopeo_archive = out.path().join("skopeo.tar");
-    skopeo(&["copy", &layout.skopeo_reference("v1"), &format!("docker-archive:{}:{repo}:v1", skopeo_archive.display())]);
-    docker_load(&skopeo_archive);
     let saved = out.path().join("docker-save.tar");
-    let status = std::process::Command::new("docker").args(["save", "-o"]).arg(&saved).arg(format!("{repo}:v1")).status().unwrap();
-    assert!(status.success());
-    docker_remove_repo(&repo);
+    docker_save_archive(&layout, "v1", &format!("{repo}:v1"), &saved);
 
     // The archive has no manifest: ferry writes one, notes it, and the image ID is unchanged.
     let (code, document, stderr) = push(&destination, &saved, "gap", &["--registry-url", "ferry.test"]);

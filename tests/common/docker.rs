@@ -141,3 +141,16 @@ impl Drop for RepoGuard {
         }
     }
 }
+
+/// Writes a real `docker save` archive of image `tag` of `layout`, named `name` (`repo:tag`),
+/// to `output`: the image goes into the engine through a skopeo docker-archive, is saved, and
+/// is removed from the engine again.
+pub fn docker_save_archive(layout: &super::OciLayout, tag: &str, name: &str, output: &Path) {
+    let staging = output.with_extension("skopeo.tar");
+    super::skopeo(&["copy", &layout.skopeo_reference(tag), &format!("docker-archive:{}:{name}", staging.display())]);
+    docker_load(&staging);
+    let status = Command::new("docker").args(["save", "-o"]).arg(output).arg(name).status().expect("failed to run docker save");
+    assert!(status.success(), "docker save {name} failed");
+    docker_remove_repo(name.rsplit_once(':').map_or(name, |(repository, _)| repository));
+    let _ = std::fs::remove_file(&staging);
+}

@@ -51,7 +51,7 @@ mod squid;
 mod tmpfs;
 mod token;
 
-pub use docker::{docker_inspect, docker_load, docker_remove_repo, unique_repo, RepoGuard};
+pub use docker::{docker_inspect, docker_load, docker_remove_repo, docker_save_archive, unique_repo, RepoGuard};
 pub use fault_proxy::{Fault, FaultId, FaultProxy, FaultRule, ProxiedRequest};
 pub use ferry::{ferry_cmd, run_json, write_docker_auth, FerryCmd, FerryEnv, FERRY_VARIABLES};
 pub use image::{
