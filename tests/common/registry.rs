@@ -74,24 +74,13 @@ impl Registry {
     /// nodes.
     pub fn start_pull_through(origin: &Registry) -> Registry {
         assert!(origin.pki().is_none() && origin.credentials().is_none(), "the cache in these tests fronts a plain, open registry");
-        let dir = tempfile::Builder::new().prefix("ferry-test-cache-").tempdir().expect("failed to create the cache directory");
-        let mut registry = Registry { dir, bind: "127.0.0.1".to_owned(), upstream: Some(origin.url()), port: 0, tls: None, auth: Auth::Anonymous, child: None };
-        for _ in 0..5 {
-            registry.port = free_port();
-            registry.write_config();
-            match registry.spawn() {
-                Ok(()) => return registry,
-                Err(log) if log.contains("address already in use") => continue,
-                Err(log) => panic!("docker-registry failed to start as a cache:\n{log}"),
-            }
-        }
-        panic!("docker-registry found no free port after 5 attempts")
+        Registry::start_at("127.0.0.1", None, Auth::Anonymous, Some(origin.url()))
     }
 
     /// Starts a plain-HTTP registry like [`Registry::start_plain`] on another loopback address,
     /// such as 127.0.0.2.
     pub fn start_plain_at(bind: &str) -> Registry {
-        Registry::start_at(bind, None, Auth::Anonymous)
+        Registry::start_at(bind, None, Auth::Anonymous, None)
     }
 
     /// Starts an HTTPS registry with `htpasswd` authentication for one user.
@@ -120,10 +109,10 @@ impl Registry {
     }
 
     fn start(tls: Option<Pki>, auth: Auth) -> Registry {
-        Registry::start_at("127.0.0.1", tls, auth)
+        Registry::start_at("127.0.0.1", tls, auth, None)
     }
 
-    fn start_at(bind: &str, tls: Option<Pki>, auth: Auth) -> Registry {
+    fn start_at(bind: &str, tls: Option<Pki>, auth: Auth, upstream: Option<String>) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("ferry-test-registry-")
             .tempdir()
@@ -131,7 +120,7 @@ impl Registry {
         let mut registry = Registry {
             dir,
             bind: bind.to_owned(),
-            upstream: None,
+            upstream,
             port: 0,
             tls,
             auth,
