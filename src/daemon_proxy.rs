@@ -311,54 +311,65 @@ impl Plan {
 
 /// Computes the files `method` writes under `root` for `proxy`, and writes nothing.
 pub fn plan(root: &Path, method: Method, proxy: &DaemonProxy) -> Result<Plan, DaemonProxyError> {
-    let secret = proxy.has_credentials();
-    let mut files = Vec::new();
-    let mut warnings = Vec::new();
+    let mut plan = Plan { method, files: Vec::new(), warnings: Vec::new() };
     match method {
-        Method::EnvFile => {
-            let unit_path = find_unit(root)?;
-            let env_path = under_root(root, ENV_FILE);
-            let env = read_file(&env_path)?;
-            files.push(change(env_path, env, secret, |old| Ok(files::env_file(old, proxy)))?);
-            let unit = read_file(&unit_path)?;
-            files.push(change(unit_path.clone(), unit, false, |old| {
-                files::unit_with_env_file(old.unwrap_or_default()).ok_or_else(|| DaemonProxyError::NoServiceSection { path: unit_path.clone() })
-            })?);
-            let drop_in = under_root(root, DROP_IN);
-            if read_file(&drop_in)?.is_some_and(|file| files::drop_in_sets_proxy(&file.text)) {
-                warnings.push(format!("{} also sets proxy variables, which {ENV_FILE} overrides; remove that drop-in to keep one source", drop_in.display()));
-            }
-        }
-        Method::DropIn => {
-            let path = under_root(root, DROP_IN);
-            let existing = read_file(&path)?;
-            files.push(change(path, existing, secret, |_| Ok(files::drop_in(proxy)))?);
-            let env_path = under_root(root, ENV_FILE);
-            let env_sets_proxy = read_file(&env_path)?.is_some_and(|file| files::env_file_sets_proxy(&file.text));
-            let unit_reads_env = match find_unit(root) {
-                Ok(unit) => read_file(&unit)?.is_some_and(|file| files::unit_reads_env_file(&file.text)),
-                Err(_) => false,
-            };
-            if env_sets_proxy && unit_reads_env {
-                warnings.push(format!(
-                    "{} sets proxy variables and the docker unit reads it with EnvironmentFile=, which overrides the drop-in's Environment= lines; remove the proxy variables from {}",
-                    env_path.display(),
-                    env_path.display()
-                ));
-            }
-        }
-        Method::DaemonJson => {
-            let path = under_root(root, DAEMON_JSON);
-            let existing = read_file(&path)?;
-            files.push(change(path.clone(), existing, secret, |old| {
-                files::daemon_json(old, proxy).map_err(|problem| match problem {
-                    files::JsonProblem::Invalid(detail) => DaemonProxyError::InvalidJson { path: path.clone(), detail },
-                    files::JsonProblem::NotAnObject => DaemonProxyError::NotAnObject { path: path.clone() },
-                })
-            })?);
-        }
+        Method::EnvFile => plan_env_file(root, proxy, &mut plan)?,
+        Method::DropIn => plan_drop_in(root, proxy, &mut plan)?,
+        Method::DaemonJson => plan_daemon_json(root, proxy, &mut plan)?,
     }
-    Ok(Plan { method, files, warnings })
+    Ok(plan)
+}
+
+fn plan_env_file(root: &Path, proxy: &DaemonProxy, plan: &mut Plan) -> Result<(), DaemonProxyError> {
+    let unit_path = find_unit(root)?;
+    let env_path = under_root(root, ENV_FILE);
+    let env = read_file(&env_path)?;
+    plan.files.push(change(env_path, env, proxy.has_credentials(), |old| Ok(files::env_file(old, proxy)))?);
+    let unit = read_file(&unit_path)?;
+    plan.files.push(change(unit_path.clone(), unit, false, |old| {
+        files::unit_with_env_file(old.unwrap_or_default()).ok_or_else(|| DaemonProxyError::NoServiceSection { path: unit_path.clone() })
+    })?);
+
+    // A file read only for a warning does not stop the run when it cannot be read.
+    let drop_in = under_root(root, DROP_IN);
+    if read_file(&drop_in).ok().flatten().is_some_and(|file| files::drop_in_sets_proxy(&file.text)) {
+        plan.warnings.push(format!("{} also sets proxy variables, which {ENV_FILE} overrides; remove that drop-in to keep one source", drop_in.display()));
+    }
+    Ok(())
+}
+
+fn plan_drop_in(root: &Path, proxy: &DaemonProxy, plan: &mut Plan) -> Result<(), DaemonProxyError> {
+    let path = under_root(root, DROP_IN);
+    let existing = read_file(&path)?;
+    plan.files.push(change(path, existing, proxy.has_credentials(), |_| Ok(files::drop_in(proxy)))?);
+
+    // Files read only for a warning do not stop the run when they cannot be read.
+    let env_path = under_root(root, ENV_FILE);
+    let env_sets_proxy = read_file(&env_path).ok().flatten().is_some_and(|file| files::env_file_sets_proxy(&file.text));
+    let unit_reads_env = match find_unit(root) {
+        Ok(unit) => read_file(&unit).ok().flatten().is_some_and(|file| files::unit_reads_env_file(&file.text)),
+        Err(_) => false,
+    };
+    if env_sets_proxy && unit_reads_env {
+        plan.warnings.push(format!(
+            "{} sets proxy variables and the docker unit reads it with EnvironmentFile=, which overrides the drop-in's Environment= lines; remove the proxy variables from {}",
+            env_path.display(),
+            env_path.display()
+        ));
+    }
+    Ok(())
+}
+
+fn plan_daemon_json(root: &Path, proxy: &DaemonProxy, plan: &mut Plan) -> Result<(), DaemonProxyError> {
+    let path = under_root(root, DAEMON_JSON);
+    let existing = read_file(&path)?;
+    plan.files.push(change(path.clone(), existing, proxy.has_credentials(), |old| {
+        files::daemon_json(old, proxy).map_err(|problem| match problem {
+            files::JsonProblem::Invalid(detail) => DaemonProxyError::InvalidJson { path: path.clone(), detail },
+            files::JsonProblem::NotAnObject => DaemonProxyError::NotAnObject { path: path.clone() },
+        })
+    })?);
+    Ok(())
 }
 
 /// Returns the docker unit that systemd reads, under `root`.
