@@ -34,6 +34,11 @@ pub struct EngineInfo {
     pub local: bool,
     /// True when `docker load` accepts zstd-compressed layers (API 1.42, Docker 23, and later).
     pub loads_zstd: bool,
+    /// The daemon's own `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY`, as `GET /info` reports them
+    /// (Docker replaces the credentials in proxy URLs with `xxxxx`); `None` when unset.
+    pub http_proxy: Option<String>,
+    pub https_proxy: Option<String>,
+    pub no_proxy: Option<String>,
 }
 
 /// Image the engine has under one name.
@@ -80,6 +85,9 @@ impl Engine {
             root_dir: info.docker_root_dir.map(PathBuf::from),
             driver: info.driver.unwrap_or_default(),
             local: self.endpoint.starts_with("unix://"),
+            http_proxy: info.http_proxy.filter(|v| !v.is_empty()),
+            https_proxy: info.https_proxy.filter(|v| !v.is_empty()),
+            no_proxy: info.no_proxy.filter(|v| !v.is_empty()),
         })
     }
 

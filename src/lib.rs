@@ -6,6 +6,7 @@
 pub mod archive;
 pub mod cache;
 pub mod credentials;
+pub mod daemon_proxy;
 pub mod digest;
 pub mod disk;
 pub mod engine;

@@ -57,6 +57,8 @@ fn io_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> WarmupErro
 pub(crate) const UNPACK_ESTIMATE_FACTOR: u64 = 3;
 
 /// Destination of a warmup.
+// One value exists per run, so the size of the Docker variant costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 pub enum Target {
     Docker { engine: Engine, info: EngineInfo },
     Layout { path: PathBuf },

@@ -3,6 +3,7 @@
 mod load;
 mod mirror;
 mod output;
+mod proxy;
 mod push;
 mod save;
 mod serve;
@@ -48,6 +49,8 @@ pub enum Command {
     Push(Box<push::PushArgs>),
     /// Serve an OCI image layout folder or an archive as a read-only registry.
     Serve(serve::ServeArgs),
+    /// Configure the Docker daemon's proxy, or list the hosts the proxy must allow.
+    Proxy(proxy::ProxyCommandArgs),
 }
 
 /// Connection settings shared by commands that talk to registries.
@@ -122,6 +125,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Mirror(args) => (args.json, mirror::run(*args, cli.quiet).await),
         Command::Push(args) => (args.json, push::run(*args, cli.quiet).await),
         Command::Serve(args) => (false, serve::run(args).await),
+        Command::Proxy(args) => (args.json(), proxy::run(args).await),
     };
     match result {
         // With --json, a failure before any image was processed is still one JSON document.
