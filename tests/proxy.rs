@@ -244,3 +244,27 @@ fn no_proxy_by_suffix_and_block() {
         assert_eq!(code, 0, "NO_PROXY={list}: {document}\n{stderr}");
     }
 }
+
+#[test]
+fn proxy_hosts_lists_registry_and_realm() {
+    let setup = TokenSetup::start("proxy-hosts");
+    let squid = Squid::start(SquidOptions { allowed_ports: vec![setup.registry.port(), setup.token_port()], user: None });
+
+    let mut command = ferry_cmd();
+    command
+        .args(["proxy", "hosts", "--warmup", &setup.name(), "--username", USER.0, "--ca-file"])
+        .arg(setup.pki.ca_file())
+        .env("REGISTRY_PASSWORD", USER.1)
+        .env("HTTPS_PROXY", squid.url());
+    let (code, document, stderr) = run_json(&mut command);
+    assert_eq!(code, 0, "{document}\n{stderr}");
+    let hosts: Vec<&str> = document["hosts"].as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
+    let registry_host = setup.registry.host_named("registry.ferry.test");
+    let token_host = format!("token.ferry.test:{}", setup.token_port());
+    assert!(hosts.contains(&registry_host.as_str()), "{hosts:?}");
+    assert!(hosts.contains(&token_host.as_str()), "{hosts:?}");
+
+    // The discovery itself went through the proxy, to both hosts.
+    assert!(squid.count(&format!("CONNECT {registry_host}")) >= 1, "{:?}", squid.access_log());
+    assert!(squid.count(&format!("CONNECT {token_host}")) >= 1, "{:?}", squid.access_log());
+}
