@@ -268,3 +268,21 @@ fn proxy_hosts_lists_registry_and_realm() {
     assert!(squid.count(&format!("CONNECT {registry_host}")) >= 1, "{:?}", squid.access_log());
     assert!(squid.count(&format!("CONNECT {token_host}")) >= 1, "{:?}", squid.access_log());
 }
+
+#[test]
+fn plain_http_refusal_names_host() {
+    let registry = Registry::start_plain();
+    let (repo, _) = pushed(&registry, "proxy-plain-denied");
+    // Squid answers 403 itself for a port it does not allow.
+    let squid = Squid::start(SquidOptions { allowed_ports: vec![1], user: None });
+    let host = registry.host_named("registry.ferry.test");
+
+    let mut command = ferry_cmd();
+    command.args(["warmup", "--dry-run", "--plain-http", &host, "--warmup", &format!("{host}/{repo}:latest")]).env("HTTP_PROXY", squid.url());
+    let (code, document, stderr) = run_json(&mut command);
+    assert_ne!(code, 0, "{document}\n{stderr}");
+    let text = document.to_string();
+    assert!(text.contains("refused access to"), "{text}");
+    assert!(text.contains("(HTTP 403)"), "{text}");
+    assert!(text.contains(&host), "{text}");
+}
