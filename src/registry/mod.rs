@@ -164,7 +164,7 @@ pub struct ResolvedImage {
 /// Makes the body of one attempt of a request; called again for each retry.
 pub(crate) type BodyFactory<'a> = dyn Fn() -> Result<reqwest::Body, RegistryError> + Send + Sync + 'a;
 
-/// What a request's token must allow: pull, or pull and push, on one repository, plus pull on
+/// Access a request's token must grant: pull, or pull and push, on one repository, plus pull on
 /// the repository a blob is mounted from.
 #[derive(Clone, Debug)]
 pub(crate) struct Access {
@@ -500,8 +500,8 @@ impl Client {
     /// Sends an authenticated pull request for `repository` on `host`, retrying transient
     /// failures and renewing the token once on a 401.
     ///
-    /// The mirrors are tried first, in order: the first one that returns the content (2xx)
-    /// serves the request, and any other answer or failure moves on to the next source, the
+    /// The mirrors are tried first, in order. The first one that returns the content (2xx)
+    /// serves the request, and any other status or failure moves on to the next source, the
     /// image's own registry last.
     pub(crate) async fn request(&self, host: &str, repository: &str, method: Method, path: &str, headers: HeaderMap, what: &str) -> Result<Response, RegistryError> {
         for mirror in self.options.mirrors.iter().filter(|m| m.host != host) {
