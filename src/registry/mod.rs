@@ -230,6 +230,17 @@ impl Client {
         self.credentials.insert(host.to_owned(), credential);
     }
 
+    /// True when a credential is set for `host`.
+    pub fn has_credential(&self, host: &str) -> bool {
+        self.credentials.contains_key(host)
+    }
+
+    /// Sends `GET /v2/` to `host`, without credentials and once per run like every request of
+    /// this client, and returns how the registry authenticates.
+    pub async fn ping(&self, host: &str) -> Result<Challenge, RegistryError> {
+        self.challenge(host).await
+    }
+
     pub fn retry_policy(&self) -> &RetryPolicy {
         &self.options.retry
     }
@@ -250,7 +261,8 @@ impl Client {
         self.options.plain_http.iter().any(|p| p == host || p == bare)
     }
 
-    fn base_url(&self, host: &str) -> String {
+    /// Returns `https://host`, or `http://host` for a host reached over plain HTTP.
+    pub fn base_url(&self, host: &str) -> String {
         let scheme = if self.is_plain_http(host) { "http" } else { "https" };
         format!("{scheme}://{host}")
     }
