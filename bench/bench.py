@@ -42,6 +42,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--scale", type=float, default=1.0, help="size of the image set relative to the full one (default 1: a 1.5 GB browser image)")
     parser.add_argument("--runs", type=int, default=3, help="runs of each step; the tables show medians (default 3)")
     parser.add_argument("--steps", default="warmup,save,load,ceilings", help="comma-separated steps to run (default: warmup,save,load,ceilings)")
+    parser.add_argument("--report", type=Path, metavar="RESULTS_JSON",
+                        help="rewrite the Markdown table from the results.json of an earlier session, and run nothing")
     parser.add_argument("--work-dir", type=Path, default=Path(os.environ.get("FERRY_BENCH_DIR") or REPOSITORY / "bench" / "work"),
                         help="folder for the build, the image set, the registry and the results (default: $FERRY_BENCH_DIR, else bench/work)")
     args = parser.parse_args()
@@ -110,6 +112,7 @@ def machine_facts(ferry: Path) -> dict:
         "skopeo": output(["skopeo", "--version"]),
         "registry": output(["/usr/bin/docker-registry", "--version"]),
         "ferry": output([str(ferry), "--version"]),
+        "ferry_source": f"FERRY_BIN={ferry}" if os.environ.get("FERRY_BIN") else "built from this checkout",
         "ferry_commit": output(["git", "-C", str(REPOSITORY), "rev-parse", "--short", "HEAD"]),
         "python": platform.python_version(),
     }
@@ -165,7 +168,7 @@ class Bench:
         self.registry.start()
         log(f"registry on {self.registry.host}, pushing the image set under {self.prefix}*")
         ids = [image["config"]["digest"] for image in self.images.values()]
-        self.engine = Engine(self.runner, ids, self.prefix)
+        self.engine = Engine(ids, self.prefix)
         layout = self.imageset["path"]
         pushes = [(name, self.reference(name)) for name in NAMES] + [(imageset.UPDATE_IMAGE, self.reference("chromium", UPDATE_TAG))]
         for name, reference in pushes:
@@ -349,9 +352,10 @@ class Bench:
         blob = Path(self.imageset["path"]) / "blobs" / "sha256" / biggest["digest"].split(":")[1]
         subprocess.run(["cat", str(blob)], stdout=subprocess.DEVNULL, check=True)
         url = f"http://{self.registry.host}/v2/{self.prefix}chromium/blobs/{biggest['digest']}"
-        log("ceilings: curl, sha256sum, gzip -dc, dd")
+        log("ceilings: curl, sha256sum, openssl, gzip -dc, dd")
         run["ceiling.loopback"] = self.with_bytes(self.runner.run(["curl", "-sSf", "-o", "/dev/null", url], "ceiling-curl"), biggest["size"])
-        run["ceiling.sha256"] = self.with_bytes(self.runner.run(["sha256sum", str(blob)], "ceiling-sha256sum"), biggest["size"])
+        run["ceiling.sha256sum"] = self.with_bytes(self.runner.run(["sha256sum", str(blob)], "ceiling-sha256sum"), biggest["size"])
+        run["ceiling.sha256_openssl"] = self.with_bytes(self.runner.run(["openssl", "dgst", "-sha256", str(blob)], "ceiling-openssl"), biggest["size"])
         gunzip = self.runner.run(["sh", "-c", f"gzip -dc '{blob}' > /dev/null"], "ceiling-gunzip")
         run["ceiling.gunzip"] = self.with_bytes(gunzip, biggest["size"])
         target = self.work / "dd-test.tmp"
@@ -391,6 +395,8 @@ class Bench:
 
     def write_results(self) -> Path:
         self.session_dir.mkdir(parents=True, exist_ok=True)
+        # The raw numbers go to disk first, so a failure in the summary loses nothing.
+        (self.session_dir / "results.json").write_text(json.dumps(self.results, indent=1))
         summary = report.summarize(self.results)
         self.results["summary"] = summary
         (self.session_dir / "results.json").write_text(json.dumps(self.results, indent=1))
@@ -412,8 +418,20 @@ class Bench:
             shutil.rmtree(self.archives)
 
 
+def rewrite_report(path: Path) -> int:
+    results = json.loads(path.read_text())
+    results["summary"] = report.summarize(results)
+    path.write_text(json.dumps(results, indent=1))
+    markdown = report.markdown(results)
+    path.with_suffix(".md").write_text(markdown)
+    print(markdown)
+    return 0
+
+
 def main() -> int:
     args = parse_args()
+    if args.report:
+        return rewrite_report(args.report)
     bench = Bench(args)
 
     def stop(signum, _frame):

@@ -1,8 +1,8 @@
 """Build the benchmark's image set from real files of this machine, as an OCI image layout.
 
-The set mimics a provisioning registry: a browser image of about 1.5 GB unpacked in 12 layers,
-an SSH image of about 300 MB and a second browser image, all three on the same base layers, plus
-an update of the browser image whose top layer alone differs. Layers are deterministic tars
+The set mimics a provisioning registry. It has a browser image of about 1.5 GB unpacked in 12
+layers, an SSH image of about 300 MB and a second browser image, all three on the same base
+layers. An update of the browser image differs from it in the top layer alone. Layers are deterministic tars
 (sorted names, fixed mtime, uid and gid 0) compressed with gzip, so a rebuild on the same machine
 gives the same digests. Each layer is filled with files read from its source folders until its
 size budget is reached, so the compression ratio is that of real binaries, libraries and data.
@@ -42,7 +42,7 @@ FALLBACK_ROOTS = ["/usr", "/opt", f"{HOME}/.rustup", f"{HOME}/.pyenv"]
 # A layer stops taking files once less than this is left of its budget.
 BUDGET_SLACK = 64 * 1024
 
-# File that marks the release of a top layer; the update variant changes its content.
+# File that marks the release of a top layer. The update variant changes its content.
 RELEASE_FILE = "etc/ferry-bench-release"
 
 
@@ -67,7 +67,7 @@ BASE = [
     recipe("base-data", 30, "/usr/share/zoneinfo", "/usr/share/ca-certificates", "/usr/share/i18n",
            "/usr/lib/locale", "/usr/share/perl", "/usr/share/perl5"),
 ]
-# Browser layers; the second browser image shares the first two of them.
+# Browser layers. The second browser image shares the first two of them.
 BROWSER_SHARED = [
     recipe("browser-desktop", 150, "/usr/share/icons", "/usr/share/fonts", "/usr/share/X11",
            "/usr/share/mime", "/usr/share/locale", "/usr/share"),

@@ -206,7 +206,7 @@ class Registry:
             except (urllib.error.URLError, ConnectionError, OSError):
                 pass
             time.sleep(0.2)
-        raise RuntimeError(f"the registry did not answer on {self.host} within 30 s; see {self.folder / 'registry.log'}")
+        raise RuntimeError(f"the registry did not respond on {self.host} within 30 s; see {self.folder / 'registry.log'}")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -229,8 +229,7 @@ class Engine:
     label, so no image of anyone else has the same ID. Tags are removed only when they contain
     the session's unique repository prefix."""
 
-    def __init__(self, runner: Runner, image_ids: list[str], prefix: str):
-        self.runner = runner
+    def __init__(self, image_ids: list[str], prefix: str):
         self.image_ids = image_ids
         self.prefix = prefix
 
