@@ -5,6 +5,7 @@
 
 pub mod archive;
 pub mod cache;
+pub mod check;
 pub mod credentials;
 pub mod daemon_proxy;
 pub mod digest;

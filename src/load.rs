@@ -233,13 +233,18 @@ pub async fn execute(engine: &Engine, info: &EngineInfo, plan: &LoadPlan, work_d
             Ok(status) => (status, None),
             Err(err) => (Status::Failed, Some(crate::error_message(&err))),
         };
+        // Bytes of the layers sent to the engine, as stored in the archive.
+        let bytes = match status {
+            Status::Changed => planned.image.layers.iter().zip(&planned.in_engine).filter(|(_, have)| !**have).map(|(layer, _)| layer.size).sum(),
+            _ => 0,
+        };
         let outcome = ImageOutcome {
             reference: label,
             digest: None,
             image_id: Some(planned.image.config_digest.to_string()),
             platform: planned.image.platform.as_ref().map(ToString::to_string),
             status,
-            bytes: 0,
+            bytes,
             seconds: crate::warmup::elapsed_seconds(started),
             error,
         };
@@ -315,7 +320,10 @@ pub fn write_layout(plan: &LoadPlan, path: &Path) -> Vec<ImageOutcome> {
                     Ok((_, false)) => Status::Unchanged,
                     Err(_) => Status::Failed,
                 },
-                bytes: 0,
+                bytes: match &result {
+                    Ok((_, true)) => image.layers.iter().map(|layer| layer.size).sum(),
+                    _ => 0,
+                },
                 seconds: crate::warmup::elapsed_seconds(started),
                 error: result.err().map(|e| crate::error_message(&e)),
             }

@@ -101,7 +101,8 @@ pub struct ImageOutcome {
     pub image_id: Option<String>,
     pub platform: Option<String>,
     pub status: Status,
-    /// Bytes downloaded from the registry for this image in this run.
+    /// Bytes transferred for this image in this run: downloaded from the registry (warmup), or
+    /// read from the archive for the target (load).
     pub bytes: u64,
     pub seconds: f64,
     pub error: Option<String>,

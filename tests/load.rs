@@ -42,6 +42,7 @@ fn load_ferry_archive_with_zstd_layer() {
     let (code, document, stderr) = load(&archive);
     assert_eq!(code, 0, "{document}\n{stderr}");
     assert_eq!(document["images"][0]["status"], "changed");
+    assert!(document["images"][0]["bytes"].as_u64().unwrap() > 100_000, "{document}");
     let inspected = docker_inspect(&name).expect("loaded");
     assert_eq!(inspected["Id"], image.image_id());
     let layers: Vec<String> = inspected["RootFS"]["Layers"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().to_owned()).collect();
@@ -50,6 +51,7 @@ fn load_ferry_archive_with_zstd_layer() {
     let (code, document, _) = load(&archive);
     assert_eq!(code, 0);
     assert_eq!(document["images"][0]["status"], "unchanged");
+    assert_eq!(document["images"][0]["bytes"], 0);
 }
 
 #[test]

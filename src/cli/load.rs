@@ -113,13 +113,8 @@ pub async fn run(args: LoadArgs, quiet: bool) -> anyhow::Result<u8> {
     }
 
     // Everything the images use is checked, in every archive, before the engine receives a byte.
+    verify_with_progress(&plan, args.json || quiet).await?;
     let reporter = Reporter::new(plan.images().count(), args.json || quiet);
-    if !quiet && !args.json {
-        for archive in &plan.archives {
-            eprintln!("verifying {}", archive.path().display());
-        }
-    }
-    load::verify(&plan, &|_| {}).await?;
     let outcomes = load::execute(&engine, &info, &plan, &work_dir, &reporter).await;
     reporter.finish();
     cache.remove_empty_folders();
@@ -144,15 +139,25 @@ async fn run_to_layout(args: &LoadArgs, archives: &[PathBuf], layout: &Path, qui
         println!("would write {} images ({}) to {}", plan.images().count(), HumanBytes(plan.bytes_to_send), layout.display());
         return Ok(EXIT_OK);
     }
-    if !quiet && !args.json {
+    verify_with_progress(&plan, args.json || quiet).await?;
+    let outcomes = tokio::task::block_in_place(|| load::write_layout(&plan, layout));
+    print_outcomes(&plan, &outcomes, &format!("OCI layout {}", layout.display()), "written", args.json);
+    Ok(exit_code(&outcomes))
+}
+
+/// Verifies the plan's archives, naming each one and showing a byte count on a terminal.
+async fn verify_with_progress(plan: &LoadPlan, hidden: bool) -> anyhow::Result<()> {
+    if !hidden {
         for archive in &plan.archives {
             eprintln!("verifying {}", archive.path().display());
         }
     }
-    load::verify(&plan, &|_| {}).await?;
-    let outcomes = tokio::task::block_in_place(|| load::write_layout(&plan, layout));
-    print_outcomes(&plan, &outcomes, &format!("OCI layout {}", layout.display()), "written", args.json);
-    Ok(exit_code(&outcomes))
+    let total: u64 = plan.images().filter(|(_, p)| !p.present).flat_map(|(_, p)| p.image.layers.iter().map(|l| l.size)).sum();
+    let bar = if hidden { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(total) };
+    bar.set_style(indicatif::ProgressStyle::with_template("verifying {bytes}/{total_bytes} {wide_bar} {eta}").expect("a valid template"));
+    let result = load::verify(plan, &|n| bar.inc(n)).await;
+    bar.finish_and_clear();
+    Ok(result?)
 }
 
 fn warn_skipped(plan: &LoadPlan) {

@@ -1,5 +1,6 @@
 //! Command definitions and dispatch.
 
+mod check;
 mod load;
 mod mirror;
 mod output;
@@ -51,6 +52,9 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Configure the Docker daemon's proxy, or list the hosts the proxy must allow.
     Proxy(proxy::ProxyCommandArgs),
+    /// Check settings, registry, credentials, images, engine, disk space and loaded images, and
+    /// change nothing.
+    Check(Box<check::CheckArgs>),
 }
 
 /// Connection settings shared by commands that talk to registries.
@@ -126,6 +130,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Push(args) => (args.json, push::run(*args, cli.quiet).await),
         Command::Serve(args) => (false, serve::run(args).await),
         Command::Proxy(args) => (args.json(), proxy::run(args).await),
+        Command::Check(args) => (args.json, check::run(*args, cli.quiet).await),
     };
     match result {
         // With --json, a failure before any image was processed is still one JSON document.

@@ -131,7 +131,10 @@ pub async fn run(mut args: SaveArgs, quiet: bool) -> anyhow::Result<u8> {
         return Ok(EXIT_OK);
     }
     for image in &report.images {
-        println!("saved  {} {} ({})", image.reference, image.digest, image.platforms.join(", "));
+        match image.platforms.as_slice() {
+            [] => println!("saved  {} {}", image.reference, image.digest),
+            platforms => println!("saved  {} {} ({})", image.reference, image.digest, platforms.join(", ")),
+        }
     }
     let files: Vec<String> = report.parts.iter().map(|p| p.display().to_string()).collect();
     println!(

@@ -164,7 +164,7 @@ pub struct ResolvedImage {
 /// Makes the body of one attempt of a request; called again for each retry.
 pub(crate) type BodyFactory<'a> = dyn Fn() -> Result<reqwest::Body, RegistryError> + Send + Sync + 'a;
 
-/// What a request's token must allow: pull, or pull and push, on one repository, plus pull on
+/// Access a request's token must grant: pull, or pull and push, on one repository, plus pull on
 /// the repository a blob is mounted from.
 #[derive(Clone, Debug)]
 pub(crate) struct Access {
@@ -230,6 +230,17 @@ impl Client {
         self.credentials.insert(host.to_owned(), credential);
     }
 
+    /// True when a credential is set for `host`.
+    pub fn has_credential(&self, host: &str) -> bool {
+        self.credentials.contains_key(host)
+    }
+
+    /// Sends `GET /v2/` to `host`, without credentials and once per run like every request of
+    /// this client, and returns how the registry authenticates.
+    pub async fn ping(&self, host: &str) -> Result<Challenge, RegistryError> {
+        self.challenge(host).await
+    }
+
     pub fn retry_policy(&self) -> &RetryPolicy {
         &self.options.retry
     }
@@ -250,7 +261,8 @@ impl Client {
         self.options.plain_http.iter().any(|p| p == host || p == bare)
     }
 
-    fn base_url(&self, host: &str) -> String {
+    /// Returns `https://host`, or `http://host` for a host reached over plain HTTP.
+    pub fn base_url(&self, host: &str) -> String {
         let scheme = if self.is_plain_http(host) { "http" } else { "https" };
         format!("{scheme}://{host}")
     }
@@ -500,8 +512,8 @@ impl Client {
     /// Sends an authenticated pull request for `repository` on `host`, retrying transient
     /// failures and renewing the token once on a 401.
     ///
-    /// The mirrors are tried first, in order: the first one that returns the content (2xx)
-    /// serves the request, and any other answer or failure moves on to the next source, the
+    /// The mirrors are tried first, in order. The first one that returns the content (2xx)
+    /// serves the request, and any other status or failure moves on to the next source, the
     /// image's own registry last.
     pub(crate) async fn request(&self, host: &str, repository: &str, method: Method, path: &str, headers: HeaderMap, what: &str) -> Result<Response, RegistryError> {
         for mirror in self.options.mirrors.iter().filter(|m| m.host != host) {

@@ -73,7 +73,8 @@ impl Registry {
     /// authentication): the distribution registry's `proxy` mode, as a site runs it near its
     /// nodes.
     pub fn start_pull_through(origin: &Registry) -> Registry {
-        assert!(origin.pki().is_none() && origin.credentials().is_none(), "the cache in these tests fronts a plain, open registry");
+        assert!(origin.pki().is_none(), "the cache in these tests fronts a plain-HTTP registry");
+        assert!(origin.credentials().is_none(), "the cache in these tests fronts an open registry");
         Registry::start_at("127.0.0.1", None, Auth::Anonymous, Some(origin.url()))
     }
 

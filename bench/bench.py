@@ -1,0 +1,452 @@
+"""ferry's benchmark: warmup, save and load against Docker and skopeo on a real image set.
+
+Run it through bench/run, which installs what it needs first. It builds ferry unless FERRY_BIN
+names a binary, and makes the image set from files of this machine. It serves the set from the
+CNCF distribution registry on 127.0.0.1 and times each step N times. The results go into the
+work folder as a Markdown table and a JSON file of raw numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import imageset
+import report
+from tools import Engine, Measurement, Registry, Runner
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+# Images of the warmup list, as short names under REGISTRY_ENV, and the tag of the update.
+NAMES = ["chromium", "ssh", "firefox"]
+UPDATE_TAG = "update"
+
+# Archive kinds the load step reads, with the tool that wrote them.
+ARCHIVE_KINDS = ["ferry", "docker_save", "skopeo_docker_archive", "skopeo_oci_archive"]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", type=float, default=1.0, help="size of the image set relative to the full one (default 1: a 1.5 GB browser image)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each step; the tables show medians (default 3)")
+    parser.add_argument("--steps", default="warmup,save,load,ceilings", help="comma-separated steps to run (default: warmup,save,load,ceilings)")
+    parser.add_argument("--report", type=Path, metavar="RESULTS_JSON",
+                        help="rewrite the Markdown table from the results.json of an earlier session, and run nothing")
+    parser.add_argument("--work-dir", type=Path, default=Path(os.environ.get("FERRY_BENCH_DIR") or REPOSITORY / "bench" / "work"),
+                        help="folder for the build, the image set, the registry and the results (default: $FERRY_BENCH_DIR, else bench/work)")
+    args = parser.parse_args()
+    if args.scale <= 0 or args.runs < 1:
+        parser.error("--scale must be positive and --runs at least 1")
+    args.steps = [step.strip() for step in args.steps.split(",") if step.strip()]
+    unknown = set(args.steps) - {"warmup", "save", "load", "ceilings"}
+    if unknown:
+        parser.error(f"unknown steps {sorted(unknown)}: choose from warmup, save, load, ceilings")
+    if "load" in args.steps and "save" not in args.steps:
+        parser.error("the load step reads the archives of the save step: add save to --steps")
+    return args
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def ferry_binary(work: Path, runner: Runner) -> Path:
+    """Return FERRY_BIN, else build ferry in release mode with a target folder of its own."""
+    if os.environ.get("FERRY_BIN"):
+        binary = Path(os.environ["FERRY_BIN"])
+        if not os.access(binary, os.X_OK):
+            raise RuntimeError(f"FERRY_BIN={binary} is not an executable file")
+        return binary
+    target = work / "target"
+    log(f"building ferry with cargo build --release --locked (target folder {target}); a cold build takes about 10 minutes on 2 cores")
+    env = dict(os.environ, CARGO_TARGET_DIR=str(target))
+    subprocess.run(["cargo", "build", "--release", "--locked"], cwd=REPOSITORY, env=env, check=True)
+    return target / "release" / "ferry"
+
+
+def machine_facts(ferry: Path) -> dict:
+    def output(command: list[str]) -> str:
+        try:
+            return subprocess.run(command, capture_output=True, text=True, timeout=60).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    memory = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            memory = int(line.split()[1]) * 1024
+    os_release = {}
+    for line in Path("/etc/os-release").read_text().splitlines():
+        if "=" in line:
+            key, value = line.split("=", 1)
+            os_release[key] = value.strip('"')
+    info = output(["docker", "info", "--format", "{{json .}}"])
+    docker_info = json.loads(info) if info.startswith("{") else {}
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_bytes": memory,
+        "os": os_release.get("PRETTY_NAME", ""),
+        "kernel": platform.release(),
+        "docker_server": output(["docker", "version", "--format", "{{.Server.Version}}"]),
+        "docker_client": output(["docker", "version", "--format", "{{.Client.Version}}"]),
+        "docker_storage_driver": docker_info.get("Driver", ""),
+        "docker_root": docker_info.get("DockerRootDir", ""),
+        "skopeo": output(["skopeo", "--version"]),
+        "registry": output(["/usr/bin/docker-registry", "--version"]),
+        "ferry": output([str(ferry), "--version"]),
+        "ferry_source": f"FERRY_BIN={ferry}" if os.environ.get("FERRY_BIN") else "built from this checkout",
+        "ferry_commit": output(["git", "-C", str(REPOSITORY), "rev-parse", "--short", "HEAD"]),
+        "python": platform.python_version(),
+    }
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.work: Path = args.work_dir.resolve()
+        self.session = secrets.token_hex(3)
+        self.started = datetime.datetime.now(datetime.timezone.utc)
+        self.session_dir = self.work / "sessions" / f"{self.started:%Y%m%dT%H%M%SZ}-{self.session}"
+        self.runner = Runner(self.session_dir / "logs")
+        self.prefix = f"ferrybench-{self.session}-"
+        self.cache = self.work / "ferry-cache"
+        self.archives = self.work / "archives"
+        self.registry: Registry | None = None
+        self.engine: Engine | None = None
+        self.results: dict = {"runs": []}
+
+    # References and image facts.
+
+    def reference(self, name: str, tag: str = "latest") -> str:
+        return f"{self.registry.host}/{self.prefix}{name}:{tag}"
+
+    def expected_ids(self) -> dict[str, str]:
+        return {self.reference(name): self.images[name]["config"]["digest"] for name in NAMES}
+
+    def ferry_settings(self, warmup: str) -> list[str]:
+        host = self.registry.host
+        return ["--plain-http", host, "--registry-url", host, "--registry-env", self.prefix, "--warmup", warmup, "--cache-dir", str(self.cache)]
+
+    def empty_cache(self) -> None:
+        if self.cache.exists():
+            shutil.rmtree(self.cache)
+
+    # Setup.
+
+    def setup(self) -> None:
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.archives.mkdir(parents=True, exist_ok=True)
+        self.results["load_average_start"] = os.getloadavg()
+        self.results["started"] = self.started.isoformat(timespec="seconds")
+        self.ferry = ferry_binary(self.work, self.runner)
+        self.results["machine"] = machine_facts(self.ferry)
+        self.results["settings"] = {"scale": self.args.scale, "runs": self.args.runs, "steps": self.args.steps, "session": self.session}
+        log(f"image set at scale {self.args.scale:g}")
+        self.imageset = imageset.build(self.work / "images", self.args.scale, self.session, log=log)
+        self.images = self.imageset["images"]
+        self.results["imageset"] = self.describe_imageset()
+
+        self.registry = Registry(self.work / "registry")
+        self.registry.start()
+        log(f"registry on {self.registry.host}, pushing the image set under {self.prefix}*")
+        ids = [image["config"]["digest"] for image in self.images.values()]
+        self.engine = Engine(ids, self.prefix)
+        layout = self.imageset["path"]
+        pushes = [(name, self.reference(name)) for name in NAMES] + [(imageset.UPDATE_IMAGE, self.reference("chromium", UPDATE_TAG))]
+        for name, reference in pushes:
+            self.runner.check(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--format", "v2s2", f"oci:{layout}:{name}", f"docker://{reference}"], f"push-{name}")
+
+    def describe_imageset(self) -> dict:
+        unique: dict[str, dict] = {}
+        for name in NAMES:
+            for layer in self.images[name]["layers"]:
+                unique[layer["digest"]] = layer
+        update_top = self.images[imageset.UPDATE_IMAGE]["layers"][-1]
+        return {
+            "images": {
+                name: {"layers": len(image["layers"]), "size": image["size"], "unpacked": image["unpacked"]}
+                for name, image in self.images.items()
+            },
+            "unique_layers": len(unique),
+            "unique_size": sum(layer["size"] for layer in unique.values()),
+            "unique_unpacked": sum(layer["unpacked"] for layer in unique.values()),
+            "update_layer_size": update_top["size"],
+            "biggest_layer": max(unique.values(), key=lambda layer: layer["size"]),
+        }
+
+    # Checks after each transfer.
+
+    def verify_names(self, measurement: Measurement, references: dict[str, str]) -> None:
+        """Mark the measurement failed unless each reference names the expected image ID."""
+        for reference, expected in references.items():
+            found = self.engine.image_id(reference)
+            if found != expected:
+                measurement.ok = False
+                measurement.error = measurement.error or f"after the step, {reference} is {found or 'missing'} instead of {expected}"
+
+    def verify_present(self, measurement: Measurement, references: list[str]) -> None:
+        missing = [reference for reference in references if self.engine.image_id(reference) is None]
+        if missing:
+            measurement.ok = False
+            measurement.error = measurement.error or f"after the step, {', '.join(missing)} are missing"
+
+    # Steps.
+
+    def warmup_step(self, run: dict) -> None:
+        names = ",".join(NAMES)
+        references = [self.reference(name) for name in NAMES]
+        update_reference = self.reference("chromium", UPDATE_TAG)
+        update_id = self.images[imageset.UPDATE_IMAGE]["config"]["digest"]
+        warmup = [str(self.ferry), "warmup"]
+
+        log("warmup: ferry, cold")
+        self.engine.remove()
+        self.empty_cache()
+        result = self.runner.run(warmup + self.ferry_settings(names), "warmup-cold-ferry", capture=True)
+        self.verify_names(result, self.expected_ids())
+        run["warmup.cold.ferry"] = result
+
+        log("warmup: ferry, warm")
+        result = self.runner.run(warmup + self.ferry_settings(names), "warmup-warm-ferry", capture=True)
+        self.verify_names(result, self.expected_ids())
+        run["warmup.warm.ferry"] = result
+
+        log("warmup: ferry, update")
+        result = self.runner.run(warmup + self.ferry_settings(f"chromium:{UPDATE_TAG}"), "warmup-update-ferry", capture=True)
+        self.verify_names(result, {update_reference: update_id})
+        run["warmup.update.ferry"] = result
+        self.engine.remove([update_id])
+
+        log("warmup: docker pull, cold")
+        self.engine.remove()
+        result = self.docker_pull(references, "warmup-cold-docker")
+        self.verify_names(result, self.expected_ids())
+        run["warmup.cold.docker"] = result
+
+        log("warmup: docker pull, warm")
+        result = self.docker_pull(references, "warmup-warm-docker")
+        self.verify_names(result, self.expected_ids())
+        run["warmup.warm.docker"] = result
+
+        log("warmup: docker pull, update")
+        result = self.docker_pull([update_reference], "warmup-update-docker")
+        self.verify_names(result, {update_reference: update_id})
+        run["warmup.update.docker"] = result
+        self.engine.remove([update_id])
+
+    def docker_pull(self, references: list[str], label: str) -> Measurement:
+        total = Measurement()
+        for reference in references:
+            total.add(self.runner.run(["docker", "pull", "--quiet", reference], label))
+        return total
+
+    def save_step(self, run: dict) -> None:
+        references = [self.reference(name) for name in NAMES]
+        for path in self.archives.iterdir():
+            path.unlink()
+
+        log("save: ferry save, cold cache")
+        self.empty_cache()
+        output = self.archives / "ferry.tar"
+        command = [str(self.ferry), "save", "-o", str(output), "--platform", f"linux/{imageset.host_architecture()}"]
+        result = self.runner.run(command + self.ferry_settings(",".join(NAMES)), "save-ferry", capture=True)
+        run["save.ferry"] = self.with_size(result, [output])
+
+        # docker pull + docker save: the cold pull of this run's warmup step plus docker save of
+        # the images it pulled. Without the warmup step, pull them here.
+        pull = run.get("warmup.cold.docker")
+        if pull is None:
+            log("save: docker pull, cold")
+            self.engine.remove()
+            pull = self.docker_pull(references, "save-docker-pull")
+            run["save.docker_pull"] = pull
+        else:
+            pull = copy.deepcopy(pull)
+            missing = [r for r in references if self.engine.image_id(r) is None]
+            if missing:
+                self.docker_pull(missing, "save-docker-pull-missing")
+        log("save: docker save")
+        output = self.archives / "docker_save.tar"
+        saved = self.runner.run(["docker", "save", "-o", str(output), *references], "save-docker-save")
+        run["save.docker_save"] = self.with_size(saved, [output])
+        total = Measurement()
+        total.add(pull)
+        total.add(saved)
+        run["save.docker"] = self.with_size(total, [output])
+
+        for transport, kind in (("docker-archive", "skopeo_docker_archive"), ("oci-archive", "skopeo_oci_archive")):
+            log(f"save: skopeo copy to {transport}")
+            total = Measurement()
+            files = []
+            for name, reference in zip(NAMES, references):
+                output = self.archives / f"{kind}-{name}.tar"
+                files.append(output)
+                total.add(self.runner.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{reference}", f"{transport}:{output}:{reference}"], f"save-{kind}"))
+            run[f"save.{kind}"] = self.with_size(total, files)
+
+    @staticmethod
+    def with_size(measurement: Measurement, files: list[Path]) -> Measurement:
+        measurement.size = sum(path.stat().st_size for path in files if path.exists())
+        return measurement
+
+    def archive_files(self, kind: str) -> list[Path]:
+        if kind in ("ferry", "docker_save"):
+            return [self.archives / f"{kind}.tar"]
+        return [self.archives / f"{kind}-{name}.tar" for name in NAMES]
+
+    def load_step(self, run: dict) -> None:
+        for kind in ARCHIVE_KINDS:
+            files = self.archive_files(kind)
+            if not all(path.exists() for path in files):
+                continue
+            size = sum(path.stat().st_size for path in files)
+
+            log(f"load: ferry load of the {kind} archive")
+            self.engine.remove()
+            self.empty_cache()
+            result = self.runner.run([str(self.ferry), "load", "--cache-dir", str(self.cache), *map(str, files)], f"load-{kind}-ferry", capture=True)
+            self.check_load(result, kind)
+            result.size = size
+            run[f"load.{kind}.ferry"] = result
+
+            log(f"load: docker load of the {kind} archive")
+            self.engine.remove()
+            total = Measurement()
+            for path in files:
+                total.add(self.runner.run(["docker", "load", "--quiet", "-i", str(path)], f"load-{kind}-docker"))
+            if total.ok:
+                self.check_load(total, kind)
+            total.size = size
+            run[f"load.{kind}.docker"] = total
+        self.engine.remove()
+
+    def check_load(self, measurement: Measurement, kind: str) -> None:
+        # skopeo converts the image config when it writes an OCI archive from a Docker image, so
+        # the image IDs of that archive differ from the registry's: only the names are checked.
+        if kind == "skopeo_oci_archive":
+            self.verify_present(measurement, [self.reference(name) for name in NAMES])
+        else:
+            self.verify_names(measurement, self.expected_ids())
+
+    def ceilings_step(self, run: dict) -> None:
+        """Measure what the machine allows: loopback HTTP, sha256, gunzip and disk writes."""
+        biggest = self.results["imageset"]["biggest_layer"]
+        blob = Path(self.imageset["path"]) / "blobs" / "sha256" / biggest["digest"].split(":")[1]
+        subprocess.run(["cat", str(blob)], stdout=subprocess.DEVNULL, check=True)
+        url = f"http://{self.registry.host}/v2/{self.prefix}chromium/blobs/{biggest['digest']}"
+        log("ceilings: curl, sha256sum, openssl, gzip -dc, dd")
+        run["ceiling.loopback"] = self.with_bytes(self.runner.run(["curl", "-sSf", "-o", "/dev/null", url], "ceiling-curl"), biggest["size"])
+        run["ceiling.sha256sum"] = self.with_bytes(self.runner.run(["sha256sum", str(blob)], "ceiling-sha256sum"), biggest["size"])
+        run["ceiling.sha256_openssl"] = self.with_bytes(self.runner.run(["openssl", "dgst", "-sha256", str(blob)], "ceiling-openssl"), biggest["size"])
+        gunzip = self.runner.run(["sh", "-c", f"gzip -dc '{blob}' > /dev/null"], "ceiling-gunzip")
+        run["ceiling.gunzip"] = self.with_bytes(gunzip, biggest["size"])
+        target = self.work / "dd-test.tmp"
+        disk = self.runner.run(["dd", "if=/dev/zero", f"of={target}", "bs=1M", "count=1024", "conv=fdatasync", "status=none"], "ceiling-dd")
+        target.unlink(missing_ok=True)
+        run["ceiling.disk"] = self.with_bytes(disk, 1024 * 1024 * 1024)
+
+    @staticmethod
+    def with_bytes(measurement: Measurement, count: int) -> Measurement:
+        measurement.bytes = count
+        return measurement
+
+    # The whole benchmark.
+
+    def run(self) -> Path:
+        self.setup()
+        for index in range(self.args.runs):
+            log(f"run {index + 1} of {self.args.runs}")
+            run: dict[str, Measurement] = {}
+            if "ceilings" in self.args.steps:
+                self.ceilings_step(run)
+            if "warmup" in self.args.steps:
+                self.warmup_step(run)
+            if "save" in self.args.steps:
+                self.save_step(run)
+            if "load" in self.args.steps:
+                self.load_step(run)
+            self.engine.remove()
+            self.results["runs"].append({key: value.to_json() for key, value in run.items()})
+            failures = [f"{key}: {value.error}" for key, value in run.items() if not value.ok]
+            for failure in failures:
+                log(f"failed {failure}")
+        self.results["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        self.results["load_average_end"] = os.getloadavg()
+        self.results["seconds_total"] = (datetime.datetime.now(datetime.timezone.utc) - self.started).total_seconds()
+        return self.write_results()
+
+    def write_results(self) -> Path:
+        self.session_dir.mkdir(parents=True, exist_ok=True)
+        # The raw numbers go to disk first, so a failure in the summary loses nothing.
+        (self.session_dir / "results.json").write_text(json.dumps(self.results, indent=1))
+        summary = report.summarize(self.results)
+        self.results["summary"] = summary
+        (self.session_dir / "results.json").write_text(json.dumps(self.results, indent=1))
+        markdown = report.markdown(self.results)
+        (self.session_dir / "results.md").write_text(markdown)
+        shutil.copy(self.session_dir / "results.json", self.work / "results.json")
+        shutil.copy(self.session_dir / "results.md", self.work / "results.md")
+        print(markdown)
+        log(f"results in {self.session_dir}/results.md and results.json (copied to {self.work})")
+        return self.session_dir
+
+    def cleanup(self) -> None:
+        if self.engine is not None:
+            self.engine.remove()
+        if self.registry is not None:
+            self.registry.stop()
+        self.empty_cache()
+        if self.archives.exists():
+            shutil.rmtree(self.archives)
+
+
+def rewrite_report(path: Path) -> int:
+    results = json.loads(path.read_text())
+    results["summary"] = report.summarize(results)
+    path.write_text(json.dumps(results, indent=1))
+    markdown = report.markdown(results)
+    path.with_suffix(".md").write_text(markdown)
+    print(markdown)
+    return 0
+
+
+def main() -> int:
+    args = parse_args()
+    if args.report:
+        return rewrite_report(args.report)
+    bench = Bench(args)
+
+    def stop(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        bench.run()
+        return 0
+    except KeyboardInterrupt:
+        log("interrupted; cleaning up")
+        return 130
+    finally:
+        bench.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
