@@ -22,6 +22,8 @@ use tempfile::TempDir;
 
 const USER: &str = "deployer";
 const PASSWORD: &str = "Ansible-pa55-7c1e";
+/// A password with the quotes and signs that YAML, JSON, Jinja and shells treat specially.
+const SPECIAL_PASSWORD: &str = "Mirror'pa55\"$HOME%#x";
 
 /// Returns the folder of the role's repository checkout.
 fn repo_root() -> &'static Path {
@@ -392,7 +394,8 @@ fn wrong_password_fails_host() {
     let messages = run.failure_messages();
     assert_eq!(messages.len(), 1, "{}", run.output());
     assert!(messages[0].starts_with("ferry warmup failed on localhost"), "{}", messages[0]);
-    assert!(messages[0].contains("rejected the credentials of deployer"), "{}", messages[0]);
+    assert!(messages[0].contains("rejected the credentials"), "{}", messages[0]);
+    assert!(messages[0].contains(USER), "{}", messages[0]);
     assert!(messages[0].contains("REGISTRY_PASSWORD"), "{}", messages[0]);
     run.assert_no_secret(&[wrong]);
 
@@ -460,7 +463,7 @@ fn offline_mode_copies_and_loads() {
 fn mirror_mode_pulls_from_private_registry() {
     let pki = Pki::new();
     let source = Registry::start_plain();
-    let private = Registry::start_htpasswd(&pki, USER, PASSWORD);
+    let private = Registry::start_htpasswd(&pki, USER, SPECIAL_PASSWORD);
     let prefix = unique_prefix("ansible-mirror");
     let image = push_chromium(&source, &prefix, 40_000);
 
@@ -473,7 +476,7 @@ fn mirror_mode_pulls_from_private_registry() {
         .arg("--ca-file")
         .arg(pki.ca_file())
         .env("MIRROR_REGISTRY_USERNAME", USER)
-        .env("MIRROR_REGISTRY_PASSWORD", PASSWORD);
+        .env("MIRROR_REGISTRY_PASSWORD", SPECIAL_PASSWORD);
     let (code, document, stderr) = run_json(&mut mirror);
     assert_eq!(code, 0, "{document}\n{stderr}");
     let node_vars = &document["inventory"];
@@ -491,27 +494,27 @@ fn mirror_mode_pulls_from_private_registry() {
         "ferry_limit_rate": "50M",
     }));
     // The password comes from Ansible Vault, which ferry cannot read itself from an inventory.
-    node.write_vault_variable("REGISTRY_PASSWORD", PASSWORD);
+    node.write_vault_variable("REGISTRY_PASSWORD", SPECIAL_PASSWORD);
     let vault = ["--vault-password-file", "vault-password"];
 
-    let check = node.run(&[&vault[..], &["--check"]].concat(), &[PASSWORD]);
+    let check = node.run(&[&vault[..], &["--check"]].concat(), &[SPECIAL_PASSWORD]);
     let recap = assert_success(&check);
     assert!(recap.changed > 0, "{}", check.output());
     assert!(docker_inspect(&format!("{name}:latest")).is_none(), "check mode loaded the image");
 
-    let first = node.run(&[&vault[..], &["-v"]].concat(), &[PASSWORD]);
+    let first = node.run(&[&vault[..], &["-v"]].concat(), &[SPECIAL_PASSWORD]);
     assert_success(&first);
     assert_eq!(first.task_status("Warm up the images (ferry warmup)"), Some("changed"), "{}", first.output());
     assert_eq!(docker_inspect(&format!("{name}:latest")).expect("the image is loaded")["Id"], image.image_id());
 
-    let second = node.run(&[&vault[..], &["-v"]].concat(), &[PASSWORD]);
+    let second = node.run(&[&vault[..], &["-v"]].concat(), &[SPECIAL_PASSWORD]);
     let recap = assert_success(&second);
     assert_eq!(recap.changed, 0, "{}", second.output());
 
     for run in [&check, &first, &second] {
-        run.assert_no_secret(&[PASSWORD]);
+        run.assert_no_secret(&[SPECIAL_PASSWORD]);
     }
-    node.assert_no_secret_on_disk(PASSWORD);
+    node.assert_no_secret_on_disk(SPECIAL_PASSWORD);
 }
 
 #[test]
