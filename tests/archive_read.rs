@@ -32,12 +32,14 @@ fn diff_ids(image: &StoredImage) -> Vec<String> {
 
 /// Verifies and checks that the progress callback saw exactly the bytes `verify_size` announced.
 fn verify_passes(index: &ArchiveIndex, contents: &Contents) {
-    let seen = std::cell::Cell::new(0);
-    let result = read::verify(index, contents, &|bytes| seen.set(seen.get() + bytes));
+    let seen = std::sync::atomic::AtomicU64::new(0);
+    let result = read::verify(index, contents, &|bytes| {
+        seen.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    });
     if let Err(error) = result {
         panic!("verify failed: {}", ferry::error_message(&error));
     }
-    assert_eq!(seen.get(), read::verify_size(index, contents).unwrap());
+    assert_eq!(seen.into_inner(), read::verify_size(index, contents).unwrap());
 }
 
 fn verify_error(index: &ArchiveIndex, contents: &Contents) -> ArchiveError {

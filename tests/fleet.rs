@@ -59,10 +59,11 @@ fn mirror_down_falls_back_to_origin() {
     let name = format!("{}/{repo}:v1", origin.host());
     let nodes = tempfile::tempdir().unwrap();
 
-    // Nothing listens at the mirror's address: one warning, then the origin serves the image.
+    // Nothing listens at the mirror's address: one warning and no retry, then the origin serves
+    // the image.
     let mut command = ferry_cmd();
     command
-        .args(["warmup", "--plain-http", &origin.host(), "--warmup", &name, "--attempts", "1"])
+        .args(["warmup", "--plain-http", &origin.host(), "--warmup", &name])
         .arg("--to")
         .arg(format!("oci:{}", nodes.path().join("node").display()))
         .args(["--registry-mirror", &format!("http://127.0.0.1:{}", free_port())]);
@@ -70,6 +71,7 @@ fn mirror_down_falls_back_to_origin() {
     assert_eq!(code, 0, "{document}\n{stderr}");
     assert_eq!(document["images"][0]["digest"], image.manifest_digest.as_str());
     assert_eq!(stderr.matches("registry mirror failed").count(), 1, "{stderr}");
+    assert!(!stderr.contains("retrying"), "a mirror gets one attempt: {stderr}");
 
     // A mirror without the image (an empty registry) is skipped the same way.
     let empty = Registry::start_plain();

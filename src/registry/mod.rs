@@ -312,7 +312,10 @@ impl Client {
             return Err(RegistryError::FailedEarlier { host: host.to_owned(), earlier: earlier.clone() });
         }
         let url = format!("{}/v2/", self.base_url(host));
-        let response = match self.send_retrying(&format!("registry {host}"), || self.send_once(Method::GET, &url, HeaderMap::new(), None, None)).await {
+        // A mirror gets one attempt: the image's own registry is the fallback, and every retry
+        // would delay each node by the whole backoff.
+        let attempts = if self.options.mirrors.iter().any(|m| m.host == host) { 1 } else { self.options.retry.attempts };
+        let response = match self.send_retrying(&format!("registry {host}"), attempts, || self.send_once(Method::GET, &url, HeaderMap::new(), None, None)).await {
             Ok(response) => response,
             Err(err) => {
                 // Later images on this registry fail at once instead of retrying again.
@@ -475,8 +478,9 @@ impl Client {
         Err(RegistryError::Unreachable { host: host_port(&url), detail: format!("more than {MAX_REDIRECTS} redirects") })
     }
 
-    /// Retries `attempt` on connection failures, 429 and 502/503/504, honouring `Retry-After`.
-    async fn send_retrying<F, Fut>(&self, what: &str, mut attempt: F) -> Result<Response, RegistryError>
+    /// Retries `attempt` on connection failures, 429 and 502/503/504, honouring `Retry-After`,
+    /// up to `attempts` tries in all.
+    async fn send_retrying<F, Fut>(&self, what: &str, attempts: u32, mut attempt: F) -> Result<Response, RegistryError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<Response, RegistryError>>,
@@ -494,7 +498,7 @@ impl Client {
                 Err(err) if err.is_transient() => (err.to_string(), policy.backoff(number)),
                 Err(err) => return Err(err),
             };
-            if number >= policy.attempts {
+            if number >= attempts {
                 return Err(RegistryError::RetriesExhausted { what: what.to_owned(), attempts: number, last });
             }
             if wait > policy.max_delay {
@@ -559,7 +563,7 @@ impl Client {
         loop {
             let authorization = self.authorization(host, access, &challenge).await?;
             let response = self
-                .send_retrying(what, || self.send_once(method.clone(), url, headers.clone(), body, authorization.as_deref()))
+                .send_retrying(what, self.options.retry.attempts, || self.send_once(method.clone(), url, headers.clone(), body, authorization.as_deref()))
                 .await?;
             if response.status() != StatusCode::UNAUTHORIZED {
                 return Ok(response);

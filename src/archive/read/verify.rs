@@ -1,8 +1,9 @@
 //! Verification of the members the images use, streamed from the archive.
 //!
-//! Each distinct member is read once, in archive order, however many layers point at it. A layer
-//! is hashed twice in one pass: the stored bytes (for a name that is a digest) and the
-//! uncompressed bytes (for the DiffID), decompressing gzip or zstd as detected by magic bytes.
+//! Each distinct member is read once, however many layers point at it, by up to
+//! [`MAX_THREADS`] threads at once because decompression is CPU-bound. A layer is hashed twice in
+//! one pass: the stored bytes (for a name that is a digest) and the uncompressed bytes (for the
+//! DiffID), decompressing gzip or zstd as detected by magic bytes.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -13,6 +14,8 @@ use super::{blob_member, blob_name_digest, ArchiveError, ArchiveKind, Contents, 
 use crate::digest::{Digest, Hasher};
 
 const READ_BUFFER: usize = 256 * 1024;
+/// Members hashed at once, at most; fewer on machines with fewer cores.
+const MAX_THREADS: usize = 4;
 /// Bytes read to recognise a compression format (the xz magic is the longest).
 const MAGIC_LENGTH: usize = 6;
 
@@ -53,37 +56,65 @@ pub fn verify_size(index: &ArchiveIndex, contents: &Contents) -> Result<u64, Arc
 /// compared with their names when the name is a digest (their digest is the image ID). Layers
 /// are hashed as streams, and `on_bytes` receives the count of each chunk read. In ferry
 /// archives the blobs listed in `ferry-archive.json` and `sha256sums` are hashed too.
-pub fn verify(index: &ArchiveIndex, contents: &Contents, on_bytes: &dyn Fn(u64)) -> Result<(), ArchiveError> {
+pub fn verify(index: &ArchiveIndex, contents: &Contents, on_bytes: &(dyn Fn(u64) + Sync)) -> Result<(), ArchiveError> {
     for image in &contents.images {
         check_config_name(index, image)?;
     }
-    for check in plan(index, contents)? {
-        let (stored, uncompressed) = hash_member(index, &check, on_bytes)?;
-        for expectation in &check.expectations {
-            match expectation {
-                Expectation::DiffId { expected, config } => {
-                    let found = uncompressed.clone().expect("the DiffID is computed when a check needs it");
-                    if found != *expected {
-                        return Err(ArchiveError::DiffIdMismatch {
-                            path: index.path().to_owned(),
-                            member: check.member.clone(),
-                            config: config.clone(),
-                            expected: expected.clone(),
-                            found,
-                        });
+    let checks = plan(index, contents)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS).min(checks.len()).max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    // After a failure no new member is started. Of the failures found, the one earliest in
+    // archive order is reported.
+    let failure: std::sync::Mutex<Option<(usize, ArchiveError)>> = std::sync::Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let position = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if position >= checks.len() || failure.lock().unwrap().is_some() {
+                    break;
+                }
+                if let Err(error) = check_member(index, &checks[position], on_bytes) {
+                    let mut failure = failure.lock().unwrap();
+                    if failure.as_ref().is_none_or(|(earlier, _)| position < *earlier) {
+                        *failure = Some((position, error));
                     }
                 }
-                Expectation::Stored { expected, listed_by } if stored != *expected => {
-                    return Err(ArchiveError::DigestMismatch {
+            });
+        }
+    });
+    match failure.into_inner().unwrap() {
+        Some((_, error)) => Err(error),
+        None => Ok(()),
+    }
+}
+
+/// Hashes one member and compares it with every digest that names it.
+fn check_member(index: &ArchiveIndex, check: &MemberCheck, on_bytes: &(dyn Fn(u64) + Sync)) -> Result<(), ArchiveError> {
+    let (stored, uncompressed) = hash_member(index, check, on_bytes)?;
+    for expectation in &check.expectations {
+        match expectation {
+            Expectation::DiffId { expected, config } => {
+                let found = uncompressed.clone().expect("the DiffID is computed when a check needs it");
+                if found != *expected {
+                    return Err(ArchiveError::DiffIdMismatch {
                         path: index.path().to_owned(),
                         member: check.member.clone(),
-                        listed_by: listed_by.clone(),
+                        config: config.clone(),
                         expected: expected.clone(),
-                        found: stored,
+                        found,
                     });
                 }
-                Expectation::Stored { .. } => {}
             }
+            Expectation::Stored { expected, listed_by } if stored != *expected => {
+                return Err(ArchiveError::DigestMismatch {
+                    path: index.path().to_owned(),
+                    member: check.member.clone(),
+                    listed_by: listed_by.clone(),
+                    expected: expected.clone(),
+                    found: stored,
+                });
+            }
+            Expectation::Stored { .. } => {}
         }
     }
     Ok(())
