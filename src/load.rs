@@ -108,10 +108,15 @@ pub async fn plan(engine: &Engine, info: &EngineInfo, paths: &[PathBuf], platfor
     let mut seen = HashSet::new();
     let (mut bytes_to_send, mut unpacked) = (0, 0);
     let mut archives = Vec::new();
+    // An image that an earlier archive also carries, under the same names, loads once.
+    let mut planned_images: HashSet<(Digest, Vec<String>)> = HashSet::new();
     for path in paths {
         let (index, contents) = read_archive(path, platform).await?;
         let mut images = Vec::new();
         for image in &contents.images {
+            if !planned_images.insert((image.config_digest.clone(), image.names.clone())) {
+                continue;
+            }
             let diff_ids: Vec<Digest> = image.layers.iter().map(|l| l.diff_id.clone()).collect();
             let image_chains = engine::chain_ids(&diff_ids);
             let mut in_engine: Vec<bool> = image_chains.iter().map(|chain| chains.contains(chain)).collect();
@@ -179,12 +184,14 @@ pub async fn plan_for_layout(paths: &[PathBuf], platform: &Platform, layout: &Pa
     let mut seen = HashSet::new();
     let mut bytes_to_send = 0;
     let mut archives = Vec::new();
+    let mut planned_images: HashSet<(Digest, Vec<String>)> = HashSet::new();
     for path in paths {
         let (index, contents) = read_archive(path, platform).await?;
-        bytes_to_send += contents.images.iter().flat_map(|i| &i.layers).filter(|l| seen.insert(l.diff_id.clone())).map(|l| l.size).sum::<u64>();
+        bytes_to_send += contents.images.iter().flat_map(|i| &i.layers).filter(|l| !l.omitted && seen.insert(l.diff_id.clone())).map(|l| l.size).sum::<u64>();
         let images = contents
             .images
             .iter()
+            .filter(|image| planned_images.insert((image.config_digest.clone(), image.names.clone())))
             .map(|image| PlannedLoad { image: image.clone(), present: false, in_engine: vec![false; image.layers.len()] })
             .collect();
         archives.push(ArchivePlan { index, contents, images });
@@ -340,7 +347,17 @@ fn write_image_to_layout(plan: &ArchivePlan, image: &StoredImage, path: &Path) -
     let mut layers = Vec::new();
     for layer in &image.layers {
         if layer.omitted {
-            return Err(LoadError::MissingLayer { archive: plan.path().to_owned(), image: label, diff_id: layer.diff_id.clone() });
+            // A layer that an earlier archive wrote into this layout is taken from there.
+            match &layer.blob_digest {
+                Some(digest) if layout.has_blob(digest, layer.size) => {
+                    let mut head = [0u8; 4];
+                    let read = std::fs::File::open(layout.blob_path(digest)).and_then(|mut file| std::io::Read::read(&mut file, &mut head)).map_err(io)?;
+                    let media_type = crate::manifest::layer_media_type(&head[..read]);
+                    layers.push(serde_json::json!({ "mediaType": media_type, "digest": digest, "size": layer.size }));
+                    continue;
+                }
+                _ => return Err(LoadError::MissingLayer { archive: plan.path().to_owned(), image: label, diff_id: layer.diff_id.clone() }),
+            }
         }
         let source = BlobSource::Range { parts: plan.index.parts().clone(), offset: layer.offset, len: layer.size };
         let (digest, media_type) = copy_layer(&layout, &source, layer.size).map_err(io)?;

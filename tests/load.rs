@@ -423,3 +423,39 @@ fn load_verifies_every_archive_first() {
     assert!(docker_inspect(&good_name).is_none(), "nothing is loaded");
     assert!(docker_inspect(&bad_name).is_none());
 }
+
+#[test]
+fn load_update_archives_once_each() {
+    let registry = Registry::start_plain();
+    let repo = unique_repo("load-update");
+    let _guard = RepoGuard::new(format!("{}/{repo}", registry.host()));
+    let out = tempfile::tempdir().unwrap();
+    let ((first, _), (v1_name, _), (v2_name, v2)) = save_base_and_update(&registry, &repo, out.path());
+    // An update archive that carries both tags, as ferry save -i writes for the whole list.
+    let both = out.path().join("both.tar");
+    ferry_save(&registry, &v1_name, &both, &["--since", first.to_str().unwrap(), &v2_name]);
+
+    // Into Docker, in one command: the image both archives carry loads once.
+    let mut command = ferry_cmd();
+    command.arg("load").arg(&first).arg(&both);
+    let (code, document, stderr) = run_json(&mut command);
+    assert_eq!(code, 0, "{document}\n{stderr}");
+    assert_eq!(document["images"].as_array().unwrap().len(), 2, "{document}");
+    assert_eq!(docker_inspect(&v2_name).unwrap()["Id"], v2.image_id());
+
+    // Into an OCI layout, in two commands: the update finds its base layer in the layout.
+    let layout = out.path().join("layout");
+    for archive in [&first, &both] {
+        let mut command = ferry_cmd();
+        command.arg("load").arg(archive).arg("--to").arg(format!("oci:{}", layout.display()));
+        let (code, document, stderr) = run_json(&mut command);
+        assert_eq!(code, 0, "{}: {document}\n{stderr}", archive.display());
+    }
+    let config = skopeo(&["inspect", "--config", "--raw", &format!("oci:{}:v2", layout.display())]);
+    assert_eq!(sha256_digest(&config.stdout), v2.image_id());
+
+    // A missing archive is named, with what to check.
+    let (code, _, stderr) = load(&out.path().join("nothere.tar"));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("nothere.tar not found"), "{stderr}");
+}

@@ -73,6 +73,14 @@ fn push_ferry_archive_keeps_digests() {
     let name = format!("{}/{copy}", destination.host());
     let _guard = RepoGuard::new(name.rsplit_once(':').unwrap().0);
     assert_eq!(warmup_from(&destination, &name), index.image("amd64").image_id());
+
+    // A wrong password for the private registry names its own variables.
+    let mut command = ferry_cmd();
+    command.arg("push").arg(&archive).arg("--to").arg(format!("{}/gap", destination.host())).args(source_flags).arg("--ca-file").arg(pki.ca_file());
+    command.env("MIRROR_REGISTRY_USERNAME", USER.0).env("MIRROR_REGISTRY_PASSWORD", "wrong-Pa55");
+    let (code, document, _) = run_json(&mut command);
+    assert_eq!(code, 1, "{document}");
+    assert!(document["images"][0]["error"].as_str().unwrap().contains("MIRROR_REGISTRY_PASSWORD"), "{document}");
 }
 
 #[test]

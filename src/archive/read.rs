@@ -169,6 +169,9 @@ pub enum ArchiveError {
     #[error("{path} is empty: an image archive is a tar file; check that the copy finished")]
     Empty { path: PathBuf },
 
+    #[error("archive {path} not found: check the path (for an archive in parts, name FILE or FILE.001)")]
+    NotFound { path: PathBuf },
+
     #[error("{path} is a {format}-compressed file, but ferry reads images in place from a plain tar: decompress it first ({command})")]
     Compressed { path: PathBuf, format: &'static str, command: String },
 

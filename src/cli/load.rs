@@ -190,7 +190,7 @@ fn print_dry_run(plan: &LoadPlan, as_json: bool) {
         return;
     }
     for archive in &plan.archives {
-        println!("{} ({} archive), dry run, nothing changed:", archive.path().display(), archive.contents.kind);
+        println!("{} ({}), dry run, nothing changed:", archive.path().display(), archive.contents.kind);
         for planned in &archive.images {
             println!("  {:<8} {}", if planned.present { "present" } else { "load" }, planned.label());
         }

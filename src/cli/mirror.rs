@@ -24,6 +24,8 @@ use super::{RegistryArgs, EXIT_IMAGE_FAILED, EXIT_OK};
 const USERNAME_VARIABLE: &str = "MIRROR_REGISTRY_USERNAME";
 /// Environment variable with the private registry's password.
 const PASSWORD_VARIABLE: &str = "MIRROR_REGISTRY_PASSWORD";
+/// Where the private registry's credentials come from, for login errors.
+pub const DESTINATION_CREDENTIALS: &str = "MIRROR_REGISTRY_USERNAME and MIRROR_REGISTRY_PASSWORD (or --to-username and --to-password-stdin)";
 
 /// The private registry images are copied into, and its credential.
 #[derive(Args, Debug)]
@@ -154,6 +156,7 @@ pub async fn run(mut args: MirrorArgs, quiet: bool) -> anyhow::Result<u8> {
     if let Some(credential) = args.destination.credential(&destination_url.host).await? {
         client.set_credential(&destination_url.host, credential);
     }
+    client.set_credential_hint(&destination_url.host, DESTINATION_CREDENTIALS);
     let cache = super::settings::open_cache(args.download.cache_dir.clone())?;
     let options = MirrorOptions {
         platforms: match &args.platform {

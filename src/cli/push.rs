@@ -97,6 +97,7 @@ pub async fn run(args: PushArgs, quiet: bool) -> anyhow::Result<u8> {
     if let Some(credential) = args.destination.credential(&destination.registry.host).await? {
         client.set_credential(&destination.registry.host, credential);
     }
+    client.set_credential_hint(&destination.registry.host, super::mirror::DESTINATION_CREDENTIALS);
     let reporter = Reporter::new(images.len(), args.json || quiet);
     let outcomes = push::execute(&client, &images, args.jobs as usize, &reporter).await;
     reporter.finish();

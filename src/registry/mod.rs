@@ -97,16 +97,16 @@ pub enum RegistryError {
     ConnectionLost { what: String, detail: String },
     #[error("TLS verification failed for {host}: {detail}; trust its CA with --ca-file FILE or /etc/docker/certs.d/{host}/ca.crt, or use --plain-http {host} if it really serves plain HTTP")]
     Tls { host: String, detail: String },
-    #[error("registry {registry} rejected the credentials of {user} (HTTP 401): check REGISTRY_USERNAME and REGISTRY_PASSWORD")]
-    Unauthorized { registry: String, user: String },
-    #[error("token server {realm} rejected the credentials of {user} for registry {registry} (HTTP 401): check REGISTRY_USERNAME and REGISTRY_PASSWORD")]
-    TokenRejected { registry: String, realm: String, user: String },
+    #[error("registry {registry} rejected the credentials of {user} (HTTP 401): check {hint}")]
+    Unauthorized { registry: String, user: String, hint: String },
+    #[error("token server {realm} rejected the credentials of {user} for registry {registry} (HTTP 401): check {hint}")]
+    TokenRejected { registry: String, realm: String, user: String, hint: String },
     #[error("no space left on the device holding {}: free some space, or point --cache-dir at a larger filesystem, then run ferry again", path.display())]
     DiskFull { path: PathBuf },
     #[error("skipped because registry {host} failed earlier in this run: {earlier}")]
     FailedEarlier { host: String, earlier: String },
-    #[error("registry {registry} requires credentials: set REGISTRY_USERNAME and REGISTRY_PASSWORD (environment or --password-stdin), or log in with docker login")]
-    CredentialsRequired { registry: String },
+    #[error("registry {registry} requires credentials: set {hint}, or log in with docker login")]
+    CredentialsRequired { registry: String, hint: String },
     #[error("access to {what} denied for {user} (HTTP {status}): the account lacks pull permission, or the repository name (REGISTRY_ENV prefix) is wrong")]
     Denied { what: String, user: String, status: u16 },
     #[error("{what}: denied for {user} (HTTP 403): the account lacks push permission on {repository}")]
@@ -208,12 +208,15 @@ pub struct Client {
     /// Mirrors whose failure was already logged, so each is reported once.
     mirrors_reported: Mutex<std::collections::HashSet<String>>,
     rate_limit: Option<RateLimit>,
+    /// Per host: where its credentials come from, for error messages.
+    credential_hints: HashMap<String, String>,
 }
 
 impl Client {
     pub fn new(options: ClientOptions) -> Client {
         Client {
             rate_limit: options.limit_rate.map(RateLimit::new),
+            credential_hints: HashMap::new(),
             options,
             credentials: HashMap::new(),
             http: Mutex::new(HashMap::new()),
@@ -243,6 +246,16 @@ impl Client {
 
     pub fn retry_policy(&self) -> &RetryPolicy {
         &self.options.retry
+    }
+
+    /// Names where the credentials of `host` come from, such as the variables of a private
+    /// registry, for the errors of a rejected or missing login.
+    pub fn set_credential_hint(&mut self, host: &str, hint: &str) {
+        self.credential_hints.insert(host.to_owned(), hint.to_owned());
+    }
+
+    fn credential_hint(&self, host: &str) -> String {
+        self.credential_hints.get(host).cloned().unwrap_or_else(|| "REGISTRY_USERNAME and REGISTRY_PASSWORD (environment or --password-stdin)".to_owned())
     }
 
     /// Returns the download rate limit, when one is set.
@@ -428,10 +441,11 @@ impl Client {
         match response.status() {
             status if status.is_success() => {}
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN if credential.is_none() => {
-                return Err(RegistryError::CredentialsRequired { registry: host.to_owned() })
+                return Err(RegistryError::CredentialsRequired { registry: host.to_owned(), hint: self.credential_hint(host) })
             }
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 return Err(RegistryError::TokenRejected {
+                    hint: self.credential_hint(host),
                     registry: host.to_owned(),
                     realm: key.realm.clone(),
                     user: auth::describe_user(credential),
@@ -571,9 +585,9 @@ impl Client {
             let credential = self.credentials.get(host);
             if renewed || !matches!(challenge, Challenge::Bearer { .. }) {
                 if credential.is_none() {
-                    return Err(RegistryError::CredentialsRequired { registry: host.to_owned() });
+                    return Err(RegistryError::CredentialsRequired { registry: host.to_owned(), hint: self.credential_hint(host) });
                 }
-                return Err(RegistryError::Unauthorized { registry: host.to_owned(), user: auth::describe_user(credential) });
+                return Err(RegistryError::Unauthorized { registry: host.to_owned(), user: auth::describe_user(credential), hint: self.credential_hint(host) });
             }
             if let Challenge::Bearer { realm, service, .. } = &challenge {
                 let key = TokenKey { realm: realm.clone(), service: service.clone(), scope: access.scope() };

@@ -53,6 +53,9 @@ impl ArchiveIndex {
     /// its headers. Rejects compressed archives, unsafe names and links, duplicate members, and
     /// archives that end early.
     pub fn open(path: &Path) -> Result<ArchiveIndex, ArchiveError> {
+        if !path.exists() && !numbered(path, 1).exists() {
+            return Err(ArchiveError::NotFound { path: path.to_owned() });
+        }
         let parts = Parts::open(path).map_err(|source| ArchiveError::Io { path: path.to_owned(), source })?;
         check_part_sequence(path, &parts)?;
         if parts.total_size() == 0 {
