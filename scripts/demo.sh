@@ -19,7 +19,7 @@ for _ in $(seq 50); do
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
     sleep 0.1
 done
-# A server that exited could not listen: something else holds the port.
+# A server that exited could not listen, because another process is using the port.
 if ! kill -0 "$serve_pid" 2>/dev/null; then
     echo "error: ferry serve could not listen on 127.0.0.1:$port; set FERRY_DEMO_PORT to a free port and run again" >&2
     exit 1

@@ -217,8 +217,8 @@ async fn is_present(engine: &Engine, image: &StoredImage) -> Result<bool, LoadEr
 /// Hashes every member the images to load use; fails naming the first bad member.
 pub async fn verify(plan: &LoadPlan, on_bytes: &(dyn Fn(u64) + Send + Sync)) -> Result<(), LoadError> {
     for archive in &plan.archives {
-        let wanted: Vec<StoredImage> = archive.images.iter().filter(|p| !p.present).map(|p| p.image.clone()).collect();
-        let contents = Contents { kind: archive.contents.kind, images: wanted, skipped: Vec::new() };
+        let to_load: Vec<StoredImage> = archive.images.iter().filter(|p| !p.present).map(|p| p.image.clone()).collect();
+        let contents = Contents { kind: archive.contents.kind, images: to_load, skipped: Vec::new() };
         tokio::task::block_in_place(|| read::verify(&archive.index, &contents, on_bytes))?;
     }
     Ok(())

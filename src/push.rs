@@ -1,5 +1,5 @@
 //! `ferry push`: the images of an archive into a private registry, from inside the gap, for
-//! sites where no machine sees both networks.
+//! sites where no machine reaches both networks.
 //!
 //! Archives with an OCI view (`ferry save`, Docker 25 and later, skopeo `oci-archive:`) are
 //! pushed as they are: every manifest and index as its exact bytes, so digests stay those of the

@@ -273,7 +273,7 @@ fn proxy_hosts_lists_registry_and_realm() {
 fn plain_http_refusal_names_host() {
     let registry = Registry::start_plain();
     let (repo, _) = pushed(&registry, "proxy-plain-denied");
-    // Squid answers 403 itself for a port it does not allow.
+    // Squid returns 403 itself for a port it does not allow.
     let squid = Squid::start(SquidOptions { allowed_ports: vec![1], user: None });
     let host = registry.host_named("registry.ferry.test");
 

@@ -335,7 +335,8 @@ fn restart_with_root_rejected() {
     let root = Root::new();
     let (code, _, stderr) = run(root.configure("http://proxy.lan:3128", &["--restart"]));
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("--restart") && stderr.contains("--root"), "{stderr}");
+    assert!(stderr.contains("--restart"), "{stderr}");
+    assert!(stderr.contains("--root"), "{stderr}");
 }
 
 #[test]

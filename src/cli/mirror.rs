@@ -24,7 +24,7 @@ use super::{RegistryArgs, EXIT_IMAGE_FAILED, EXIT_OK};
 const USERNAME_VARIABLE: &str = "MIRROR_REGISTRY_USERNAME";
 /// Environment variable with the private registry's password.
 const PASSWORD_VARIABLE: &str = "MIRROR_REGISTRY_PASSWORD";
-/// Where the private registry's credentials come from, for login errors.
+/// Sources of the private registry's credentials, named in login errors.
 pub const DESTINATION_CREDENTIALS: &str = "MIRROR_REGISTRY_USERNAME and MIRROR_REGISTRY_PASSWORD (or --to-username and --to-password-stdin)";
 
 /// The private registry images are copied into, and its credential.
@@ -252,14 +252,13 @@ fn print_dry_run(pairs: &[MirrorPair], inventory: &serde_json::Value, as_json: b
 pub(super) fn print_outcomes(outcomes: &[CopyOutcome], inventory: Option<&serde_json::Value>, as_json: bool) {
     let count = |status| outcomes.iter().filter(|o| o.status == status).count();
     if as_json {
-        let document = json!({
+        let mut document = json!({
             "ok": count(Status::Failed) == 0,
             "changed": count(Status::Changed),
             "unchanged": count(Status::Unchanged),
             "failed": count(Status::Failed),
             "images": outcomes,
         });
-        let mut document = document;
         if let Some(inventory) = inventory {
             document["inventory"] = inventory.clone();
         }
