@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use bollard::query_parameters::{ImportImageOptionsBuilder, ListImagesOptionsBuilder};
+use bollard::query_parameters::{ImportImageOptionsBuilder, ListImagesOptionsBuilder, RemoveImageOptionsBuilder};
 use bollard::Docker;
 use futures::{Stream, StreamExt};
 use sha2::{Digest as _, Sha256};
@@ -137,6 +137,32 @@ impl Engine {
             }
         }
         Ok(messages)
+    }
+}
+
+impl Engine {
+    /// Removes an image by ID, keeping the layers other images use. An image already gone is
+    /// not an error.
+    pub async fn remove_image(&self, id: &str) -> Result<(), EngineError> {
+        let options = RemoveImageOptionsBuilder::new().force(false).noprune(false).build();
+        match self.docker.remove_image(id, Some(options), None).await {
+            Ok(_) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(err) => Err(request_error(&format!("DELETE /images/{id}"), err)),
+        }
+    }
+
+    /// Lists the images that carry the label `key`, as pairs of image ID and label value.
+    pub async fn images_labelled(&self, key: &str) -> Result<Vec<(String, String)>, EngineError> {
+        let filters = std::collections::HashMap::from([("label".to_owned(), vec![key.to_owned()])]);
+        let options = ListImagesOptionsBuilder::new().all(true).filters(&filters).build();
+        let images = self.docker.list_images(Some(options)).await.map_err(|e| request_error("GET /images/json", e))?;
+        Ok(images
+            .into_iter()
+            .map(|summary| {
+                let value = summary.labels.get(key).cloned().unwrap_or_default();
+                (summary.id, value)
+            })
+            .collect())
     }
 }
 

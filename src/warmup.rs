@@ -23,6 +23,9 @@ use crate::progress::Progress;
 use crate::reference::Reference;
 use crate::registry::{blob, Client, RegistryError, ResolvedImage};
 
+mod pipeline;
+pub use pipeline::{remove_leftovers, PARTIAL_LABEL};
+
 /// Error that stopped one image from being planned or transferred, or stopped planning as a whole.
 #[derive(Debug, thiserror::Error)]
 pub enum WarmupError {
@@ -284,6 +287,11 @@ pub async fn execute(client: &Client, target: &Target, cache: &BlobCache, plan: 
     let mut outcomes = Vec::new();
     let mut used_by_success: HashSet<Digest> = HashSet::new();
     let mut used_by_failure: HashSet<Digest> = HashSet::new();
+    if let Target::Docker { engine, info } = target {
+        if let Err(err) = remove_leftovers(engine, info).await {
+            tracing::warn!(error = %err, "could not remove the partial images of an interrupted warmup");
+        }
+    }
 
     for (index, planned) in plan.images.iter().enumerate() {
         let started = Instant::now();
@@ -358,8 +366,8 @@ fn failed(reference: &str, prepared: Option<&Prepared>, error: String, bytes: u6
     ImageOutcome { status: Status::Failed, error: Some(error), ..base }
 }
 
-/// Downloads the image's missing blobs, then hands the image to the target. Returns the bytes
-/// downloaded.
+/// Downloads the image's missing blobs and hands the image to the target. Into Docker the two
+/// overlap (see `pipeline`). Returns the bytes downloaded.
 async fn transfer(
     client: &Client,
     target: &Target,
@@ -369,6 +377,11 @@ async fn transfer(
     on_bytes: &(dyn Fn(u64) + Send + Sync),
     on_stage: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<u64, WarmupError> {
+    if let Target::Docker { engine, info } = target {
+        if pipeline::can_pipeline(info, prepared) {
+            return pipeline::load_while_downloading(client, engine, info, cache, prepared, options.jobs, on_bytes, on_stage).await;
+        }
+    }
     let reference = &prepared.resolved.reference;
     let blobs = prepared.needed_layers().map(|layer| (reference, &layer.descriptor));
     let bytes = blob::download_all(client, blobs, cache, options.jobs, on_bytes).await?;
@@ -376,7 +389,8 @@ async fn transfer(
     match target {
         Target::Docker { engine, info } => {
             on_stage("loading into Docker");
-            load_into_docker(engine, info, cache, prepared).await?;
+            let in_engine = prepared.layers.iter().take_while(|l| l.in_target).count();
+            load_into_docker(engine, info, cache, prepared, in_engine).await?;
         }
         Target::Layout { path } => {
             on_stage("writing the OCI layout");
@@ -386,13 +400,15 @@ async fn transfer(
     Ok(bytes)
 }
 
-async fn load_into_docker(engine: &Engine, info: &EngineInfo, cache: &BlobCache, prepared: &Prepared) -> Result<(), WarmupError> {
+/// Loads the image into the engine and checks its name. The files of the first `in_engine`
+/// layers are left out, because the engine has that part of the stack.
+async fn load_into_docker(engine: &Engine, info: &EngineInfo, cache: &BlobCache, prepared: &Prepared, in_engine: usize) -> Result<(), WarmupError> {
     let reference = &prepared.resolved.reference;
     let mut layers = Vec::new();
     let mut unpacked: HashMap<Digest, (PathBuf, u64)> = HashMap::new();
-    for layer in &prepared.layers {
+    for (position, layer) in prepared.layers.iter().enumerate() {
         let descriptor = &layer.descriptor;
-        if layer.in_target {
+        if layer.in_target || position < in_engine {
             layers.push(ArchiveLayer { digest: descriptor.digest.clone(), size: descriptor.size, source: None });
             continue;
         }

@@ -144,6 +144,20 @@ fn blob_gets(registry: &Registry, digest: &str) -> usize {
     registry.count_requests("GET", &format!("/blobs/{digest}"))
 }
 
+/// Returns the IDs of the partial images that ferry loaded for `reference` and left in Docker.
+fn partial_images(reference: &str) -> Vec<String> {
+    let output = std::process::Command::new("docker")
+        .args(["images", "--all", "--quiet", "--no-trunc", "--filter"])
+        .arg(format!("label=io.ferry.partial.of={reference}"))
+        .output()
+        .expect("failed to run docker images");
+    assert!(output.status.success(), "docker images failed: {output:?}");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Formats a byte count in MiB as ferry's messages do, such as `3.02 MiB`.
 fn mebibytes(bytes: u64) -> String {
     format!("{:.2} MiB", bytes as f64 / (1 << 20) as f64)
@@ -204,6 +218,91 @@ fn cut_blob_resumes_with_range() {
     );
     assert_eq!(run.json()["images"][0]["status"], "changed");
     assert_loaded(&reference, &pushed.image);
+}
+
+#[test]
+fn stalled_top_layer_loads_lower_ones_first() {
+    let registry = Registry::start_plain();
+    let proxy = FaultProxy::start(&registry);
+    let pushed = push_image(
+        &registry,
+        "faults-pipeline",
+        vec![
+            LayerSpec::random(400_000),
+            LayerSpec::random(300_000),
+            LayerSpec::random(200_000),
+        ],
+    );
+    let top = &pushed.image.layers[2];
+    let stall = proxy.add(
+        FaultRule::new(
+            &format!("/blobs/{}", top.digest),
+            Fault::Stall {
+                after: 1_000,
+                duration: std::time::Duration::from_secs(3),
+            },
+        )
+        .method("GET"),
+    );
+    let reference = pushed.reference(&proxy.host());
+    let _guard = RepoGuard::new(format!("{}/{}", proxy.host(), pushed.repository));
+
+    let env = FerryEnv::new();
+    let mut command = env.command();
+    command.env("FERRY_LOG", "ferry=debug");
+    let run = warmup_with(command, &["--plain-http", &proxy.host(), "--warmup", &reference]);
+
+    assert_exit(&run, EXIT_OK);
+    assert_eq!(proxy.hits(stall), 1, "the top layer stalled");
+    assert!(
+        run.stderr.contains("loading a partial image"),
+        "the lower layers went to Docker during the stall:\n{}",
+        run.stderr
+    );
+    assert_loaded(&reference, &pushed.image);
+    assert_eq!(
+        partial_images(&reference),
+        Vec::<String>::new(),
+        "the partial images are removed"
+    );
+}
+
+#[test]
+fn leftover_partial_image_is_removed() {
+    let registry = Registry::start_plain();
+    let pushed = push_image(&registry, "faults-leftover", vec![LayerSpec::random(10_000)]);
+    let reference = pushed.reference(&registry.host());
+    let _guard = RepoGuard::new(format!("{}/{}", registry.host(), pushed.repository));
+
+    // An image labelled as a partial image of a process that no longer runs (PIDs stop below
+    // 2^22 on Linux), as a killed warmup leaves it.
+    let mut layout = OciLayout::new();
+    let leftover_of = format!("{}/leftover:v1", registry.host());
+    let leftover = ImageBuilder::new()
+        .layer(LayerSpec::random(5_000))
+        .label("io.ferry.partial", "4194305")
+        .label("io.ferry.partial.of", &leftover_of)
+        .write(&mut layout, "v1");
+    let archive = tempfile::tempdir().unwrap();
+    let archive_path = archive.path().join("leftover.tar");
+    let leftover_repository = unique_repo("faults-leftover-partial");
+    skopeo(&[
+        "copy",
+        &layout.skopeo_reference("v1"),
+        &format!("docker-archive:{}:{leftover_repository}:v1", archive_path.display()),
+    ]);
+    let _leftover_guard = RepoGuard::new(leftover_repository);
+    docker_load(&archive_path);
+    assert_eq!(partial_images(&leftover_of).len(), 1, "the leftover is in Docker");
+
+    let env = FerryEnv::new();
+    let run = warmup(&env, &["--plain-http", &registry.host(), "--warmup", &reference]);
+
+    assert_exit(&run, EXIT_OK);
+    assert!(
+        docker_inspect(leftover.image_id()).is_none(),
+        "the leftover partial image is removed"
+    );
 }
 
 #[test]
@@ -375,6 +474,11 @@ fn corrupted_blob_fails_with_digest() {
         run.stdout
     );
     assert_not_loaded(&reference, &pushed.image);
+    assert_eq!(
+        partial_images(&reference),
+        Vec::<String>::new(),
+        "the partial image of the first layer is removed"
+    );
     let cache = env.cache_dir();
     assert!(
         !cache_path(&cache, "blobs", &layer.digest).exists(),

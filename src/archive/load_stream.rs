@@ -5,6 +5,11 @@
 //! config as `blobs/sha256/<hex>`. Each layer file is sent as stored in the cache, usually
 //! compressed, and the engine decompresses it. A layer whose chain the engine already has is listed in
 //! `manifest.json` but its file is left out: the engine's loader does not open it.
+//!
+//! `manifest.json` comes last, after an optional gate. Docker's loader reads the whole upload
+//! into a temporary folder before it registers any layer, so a stream that ends with an error
+//! before `manifest.json` loads nothing. `ferry load` verifies the archive while the layers
+//! travel and opens the gate only when every member matched its digest.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -60,20 +65,30 @@ pub fn payload_size(images: &[ArchiveImage]) -> u64 {
         .sum()
 }
 
+/// A check the stream waits for before it sends `manifest.json`, the member without which the
+/// engine loads nothing. It runs on a blocking thread; an error ends the stream with that error.
+pub type Gate = Box<dyn FnOnce() -> std::io::Result<()> + Send>;
+
 /// Streams a tar archive of `images`. Each blob is written once even when images share it.
 /// A read error ends the stream with that error, so the engine receives a failed upload.
 pub fn docker_archive(images: Vec<ArchiveImage>) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
+    docker_archive_gated(images, Box::new(|| Ok(())))
+}
+
+/// Streams a tar archive of `images` like [`docker_archive`], and calls `gate` after the last
+/// layer, before `manifest.json`.
+pub fn docker_archive_gated(images: Vec<ArchiveImage>, gate: Gate) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
     let (sender, receiver) = mpsc::channel(8);
     tokio::task::spawn_blocking(move || {
         let writer = ChannelWriter { sender: sender.clone(), buffer: Vec::with_capacity(CHUNK) };
-        if let Err(err) = write_archive(writer, &images) {
+        if let Err(err) = write_archive(writer, &images, gate) {
             let _ = sender.blocking_send(Err(err));
         }
     });
     ReceiverStream::new(receiver)
 }
 
-fn write_archive(writer: ChannelWriter, images: &[ArchiveImage]) -> std::io::Result<()> {
+fn write_archive(writer: ChannelWriter, images: &[ArchiveImage], gate: Gate) -> std::io::Result<()> {
     let mut builder = tar::Builder::new(writer);
     let mut written = HashSet::new();
     let mut manifest = Vec::new();
@@ -97,6 +112,9 @@ fn write_archive(writer: ChannelWriter, images: &[ArchiveImage]) -> std::io::Res
         });
     }
     let manifest = serde_json::to_vec(&manifest).map_err(std::io::Error::other)?;
+    // Hand over what is buffered, so the engine stores every layer while the gate waits.
+    builder.get_mut().flush()?;
+    gate()?;
     append_bytes(&mut builder, "manifest.json", &manifest)?;
     let mut writer = builder.into_inner()?;
     writer.flush()
@@ -276,5 +294,32 @@ mod tests {
         let result: Result<Vec<Bytes>, _> = docker_archive(images).try_collect().await;
         let err = result.unwrap_err();
         assert!(err.to_string().contains("/nonexistent/ferry-layer"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn closed_gate_withholds_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (layer, path) = layer_file(dir.path(), b"layer bytes");
+        let images = vec![ArchiveImage {
+            config_digest: Digest::of(b"{}"),
+            config: b"{}".to_vec(),
+            repo_tags: vec!["r.example/a:1".to_owned()],
+            layers: vec![ArchiveLayer { digest: layer.clone(), size: 11, source: Some(BlobSource::File(path)) }],
+        }];
+        let gate: Gate = Box::new(|| Err(std::io::Error::other("member blobs/sha256/x does not match its digest")));
+        let mut stream = std::pin::pin!(docker_archive_gated(images, gate));
+        let mut data = Vec::new();
+        let mut error = None;
+        while let Some(item) = futures::StreamExt::next(&mut stream).await {
+            match item {
+                Ok(chunk) => data.extend_from_slice(&chunk),
+                Err(err) => error = Some(err),
+            }
+        }
+        let error = error.expect("the stream ends with the gate's error");
+        assert!(error.to_string().contains("does not match"), "{error}");
+        let text = String::from_utf8_lossy(&data);
+        assert!(text.contains(layer.hex()), "the layer is sent before the gate");
+        assert!(!text.contains("manifest.json"), "manifest.json is withheld");
     }
 }

@@ -6,5 +6,5 @@ pub mod parts;
 pub mod read;
 pub mod write;
 
-pub use load_stream::{docker_archive, is_zstd, payload_size, unpack_zstd, ArchiveImage, ArchiveLayer, UnpackError};
+pub use load_stream::{docker_archive, docker_archive_gated, Gate, is_zstd, payload_size, unpack_zstd, ArchiveImage, ArchiveLayer, UnpackError};
 pub use parts::{BlobSource, Parts};

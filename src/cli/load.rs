@@ -1,6 +1,7 @@
 //! `ferry load`: an archive into the node's Docker engine, verified first.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use clap::Args;
 use indicatif::HumanBytes;
@@ -112,11 +113,16 @@ pub async fn run(args: LoadArgs, quiet: bool) -> anyhow::Result<u8> {
         return Ok(code);
     }
 
-    // Everything the images use is checked, in every archive, before the engine receives a byte.
-    verify_with_progress(&plan, args.json || quiet).await?;
-    let reporter = Reporter::new(plan.images().count(), args.json || quiet);
-    let outcomes = load::execute(&engine, &info, &plan, &work_dir, &reporter).await;
+    // Everything the images use is checked, in every archive, while the layers travel; the
+    // engine receives the end of the upload only when all of it matched.
+    let hidden = args.json || quiet;
+    let reporter = Reporter::new(plan.images().count(), hidden);
+    let bar = verification_bar(&plan, hidden);
+    let counter = bar.clone();
+    let outcomes = load::execute(&engine, &info, &plan, &work_dir, &reporter, Arc::new(move |n| counter.inc(n))).await;
+    bar.finish_and_clear();
     reporter.finish();
+    let outcomes = outcomes?;
     cache.remove_empty_folders();
 
     let target = format!("Docker {} at {}", info.server_version, engine.endpoint());
@@ -147,17 +153,21 @@ async fn run_to_layout(args: &LoadArgs, archives: &[PathBuf], layout: &Path, qui
 
 /// Verifies the plan's archives, naming each one and showing a byte count on a terminal.
 async fn verify_with_progress(plan: &LoadPlan, hidden: bool) -> anyhow::Result<()> {
+    let bar = verification_bar(plan, hidden);
+    let result = load::verify(plan, &|n| bar.inc(n)).await;
+    bar.finish_and_clear();
+    Ok(result?)
+}
+
+/// Names each archive to verify and returns a bar of the bytes to verify, drawn on a terminal.
+fn verification_bar(plan: &LoadPlan, hidden: bool) -> indicatif::ProgressBar {
     if !hidden {
         for archive in &plan.archives {
             eprintln!("verifying {}", archive.path().display());
         }
     }
     let total: u64 = plan.images().filter(|(_, p)| !p.present).flat_map(|(_, p)| p.image.layers.iter().map(|l| l.size)).sum();
-    let bar = if hidden { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(total) };
-    bar.set_style(indicatif::ProgressStyle::with_template("verifying {bytes}/{total_bytes} {wide_bar} {eta}").expect("a valid template"));
-    let result = load::verify(plan, &|n| bar.inc(n)).await;
-    bar.finish_and_clear();
-    Ok(result?)
+    output::bytes_bar(total, "verifying {bytes}/{total_bytes} {wide_bar} {eta}", hidden)
 }
 
 fn warn_skipped(plan: &LoadPlan) {

@@ -39,6 +39,16 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
     }
 }
 
+/// Returns a byte-count bar drawn with the image bars on a terminal, or a hidden one.
+pub fn bytes_bar(total: u64, template: &str, hidden: bool) -> ProgressBar {
+    if hidden || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(ProgressStyle::with_template(template).expect("a valid template"));
+    BARS.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())).add(bar)
+}
+
 /// Shows warmup progress: a bar per image on a terminal, plain lines otherwise.
 pub struct Reporter {
     bars: Vec<ProgressBar>,
