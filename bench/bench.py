@@ -1,9 +1,10 @@
-"""ferry's benchmark: warmup, save and load against Docker and skopeo on a real image set.
+"""ferry's benchmark: warmup, save, load and mirror against Docker and skopeo on a real image set.
 
 Run it through bench/run, which installs what it needs first. It builds ferry unless FERRY_BIN
 names a binary, and makes the image set from files of this machine. It serves the set from the
-CNCF distribution registry on 127.0.0.1 and times each step N times. The results go into the
-work folder as a Markdown table and a JSON file of raw numbers.
+CNCF distribution registry on 127.0.0.1 and times each step N times. The slow-link step serves
+the same storage from a second registry in a network namespace behind a shaped veth pair. The
+results go into the work folder as a Markdown table and a JSON file of raw numbers.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import imageset
 import report
-from tools import Engine, Measurement, Registry, Runner
+from tools import Engine, Forwarder, Measurement, Registry, Runner, ShapedLink, parse_delay, parse_rate, process_cpu, settle
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -36,12 +39,27 @@ UPDATE_TAG = "update"
 # Archive kinds the load step reads, with the tool that wrote them.
 ARCHIVE_KINDS = ["ferry", "docker_save", "skopeo_docker_archive", "skopeo_oci_archive"]
 
+# skopeo transports the save step writes, with the archive kind each one makes.
+SAVE_TRANSPORTS = [("docker-archive", "skopeo_docker_archive"), ("oci-archive", "skopeo_oci_archive")]
+
+STEPS = ["warmup", "save", "load", "ceilings", "mirror", "slowlink"]
+
+# Tools of the mirror step, and the images each one copies, as (short name, tag).
+MIRROR_TOOLS = ["ferry", "skopeo_copy", "skopeo_sync"]
+MIRROR_IMAGES = [(name, "latest") for name in NAMES] + [("chromium", UPDATE_TAG)]
+MIRROR_CASES = ["cold", "unchanged"]
+
+# Port of the registry in the slow link's network namespace.
+SLOW_REGISTRY_PORT = 5000
+
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=float, default=1.0, help="size of the image set relative to the full one (default 1: a 1.5 GB browser image)")
     parser.add_argument("--runs", type=int, default=3, help="runs of each step; the tables show medians (default 3)")
-    parser.add_argument("--steps", default="warmup,save,load,ceilings", help="comma-separated steps to run (default: warmup,save,load,ceilings)")
+    parser.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated steps to run (default: {','.join(STEPS)})")
+    parser.add_argument("--slow-rate", default="200mbit", help="rate of the slow link in each direction, in tc units such as 200mbit (default: 200mbit)")
+    parser.add_argument("--slow-delay", default="25ms", help="one-way delay of the slow link, in tc units such as 25ms, so the round-trip time is twice this (default: 25ms)")
     parser.add_argument("--report", type=Path, metavar="RESULTS_JSON",
                         help="rewrite the Markdown table from the results.json of an earlier session, and run nothing")
     parser.add_argument("--work-dir", type=Path, default=Path(os.environ.get("FERRY_BENCH_DIR") or REPOSITORY / "bench" / "work"),
@@ -50,9 +68,16 @@ def parse_args() -> argparse.Namespace:
     if args.scale <= 0 or args.runs < 1:
         parser.error("--scale must be positive and --runs at least 1")
     args.steps = [step.strip() for step in args.steps.split(",") if step.strip()]
-    unknown = set(args.steps) - {"warmup", "save", "load", "ceilings"}
+    unknown = set(args.steps) - set(STEPS)
     if unknown:
-        parser.error(f"unknown steps {sorted(unknown)}: choose from warmup, save, load, ceilings")
+        parser.error(f"unknown steps {sorted(unknown)}: choose from {', '.join(STEPS)}")
+    try:
+        args.slow_rate_bits = parse_rate(args.slow_rate)
+        args.slow_delay_seconds = parse_delay(args.slow_delay)
+    except ValueError as error:
+        parser.error(f"--slow-rate or --slow-delay: {error}")
+    if args.slow_rate_bits <= 0:
+        parser.error("--slow-rate must be positive")
     if "load" in args.steps and "save" not in args.steps:
         parser.error("the load step reads the archives of the save step: add save to --steps")
     return args
@@ -118,6 +143,15 @@ def machine_facts(ferry: Path) -> dict:
     }
 
 
+@dataclass
+class Origin:
+    """A registry as a step's clients reach it: the host:port of the image references, and the
+    registry process whose access log counts their requests."""
+
+    host: str
+    registry: Registry
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace):
         self.args = args
@@ -130,19 +164,26 @@ class Bench:
         self.cache = self.work / "ferry-cache"
         self.archives = self.work / "archives"
         self.registry: Registry | None = None
+        self.loopback: Origin | None = None
+        self.link: ShapedLink | None = None
+        self.slow_registry: Registry | None = None
+        self.forwarder: Forwarder | None = None
+        self.slow: Origin | None = None
+        self.mirror_destination: Registry | None = None
+        self.slow_archives = self.work / "slowlink-archives"
         self.engine: Engine | None = None
         self.results: dict = {"runs": []}
 
     # References and image facts.
 
-    def reference(self, name: str, tag: str = "latest") -> str:
-        return f"{self.registry.host}/{self.prefix}{name}:{tag}"
+    def reference(self, name: str, tag: str = "latest", host: str | None = None) -> str:
+        return f"{host or self.registry.host}/{self.prefix}{name}:{tag}"
 
-    def expected_ids(self) -> dict[str, str]:
-        return {self.reference(name): self.images[name]["config"]["digest"] for name in NAMES}
+    def expected_ids(self, host: str | None = None) -> dict[str, str]:
+        return {self.reference(name, host=host): self.images[name]["config"]["digest"] for name in NAMES}
 
-    def ferry_settings(self, warmup: str) -> list[str]:
-        host = self.registry.host
+    def ferry_settings(self, warmup: str, host: str | None = None) -> list[str]:
+        host = host or self.registry.host
         return ["--plain-http", host, "--registry-url", host, "--registry-env", self.prefix, "--warmup", warmup, "--cache-dir", str(self.cache)]
 
     def empty_cache(self) -> None:
@@ -158,7 +199,10 @@ class Bench:
         self.results["started"] = self.started.isoformat(timespec="seconds")
         self.ferry = ferry_binary(self.work, self.runner)
         self.results["machine"] = machine_facts(self.ferry)
-        self.results["settings"] = {"scale": self.args.scale, "runs": self.args.runs, "steps": self.args.steps, "session": self.session}
+        self.results["settings"] = {
+            "scale": self.args.scale, "runs": self.args.runs, "steps": self.args.steps, "session": self.session,
+            "slow_rate": self.args.slow_rate, "slow_delay": self.args.slow_delay,
+        }
         log(f"image set at scale {self.args.scale:g}")
         self.imageset = imageset.build(self.work / "images", self.args.scale, self.session, log=log)
         self.images = self.imageset["images"]
@@ -173,6 +217,30 @@ class Bench:
         pushes = [(name, self.reference(name)) for name in NAMES] + [(imageset.UPDATE_IMAGE, self.reference("chromium", UPDATE_TAG))]
         for name, reference in pushes:
             self.runner.check(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--format", "v2s2", f"oci:{layout}:{name}", f"docker://{reference}"], f"push-{name}")
+        self.loopback = Origin(self.registry.host, self.registry)
+        if "slowlink" in self.args.steps:
+            self.start_slow_link()
+
+    def start_slow_link(self) -> None:
+        """Serve the registry's storage across a shaped link, reached through 127.0.0.1."""
+        self.link = ShapedLink(self.session, self.args.slow_rate_bits)
+        self.link.create()
+        folder = self.work / "slowlink-registry"
+        address = f"{self.link.netns_address}:{SLOW_REGISTRY_PORT}"
+        self.slow_registry = Registry(folder, address=address, netns=self.link.netns, storage=self.registry.storage)
+        self.slow_registry.start()
+        self.forwarder = Forwarder(address, self.args.slow_delay_seconds, folder / "forwarder.log")
+        self.forwarder.start()
+        self.slow = Origin(self.forwarder.host, self.slow_registry)
+        self.results["slow_link"] = {
+            "rate": self.args.slow_rate,
+            "delay": self.args.slow_delay,
+            "rate_bits": self.args.slow_rate_bits,
+            "delay_seconds": self.args.slow_delay_seconds,
+            "shaping": f"{self.link.describe()}; the forwarder on {self.forwarder.host} adds {self.args.slow_delay} in each direction",
+            "path": f"clients -> forwarder on {self.forwarder.host} -> veth {self.link.host_link} -> registry on {address} in {self.link.netns}",
+        }
+        log(f"slow link: {self.results['slow_link']['shaping']}; registry {address}")
 
     def describe_imageset(self) -> dict:
         unique: dict[str, dict] = {}
@@ -208,48 +276,68 @@ class Bench:
             measurement.ok = False
             measurement.error = measurement.error or f"after the step, {', '.join(missing)} are missing"
 
+    @staticmethod
+    def counted(registries: dict[str, Registry], measure: Callable[[], Measurement]) -> Measurement:
+        """Run `measure` and attach the requests each registry (by role) received meanwhile."""
+        offsets = {role: registry.log_size() for role, registry in registries.items()}
+        result = measure()
+        settle([registry.log_path for registry in registries.values()])
+        result.requests = {role: registry.requests_since(offsets[role]) for role, registry in registries.items()}
+        return result
+
     # Steps.
 
-    def warmup_step(self, run: dict) -> None:
+    def warmup_step(self, run: dict, origin: Origin, key: str = "warmup") -> None:
+        """Time ferry warmup and docker pull from `origin`: cold, warm, and the update."""
+        host = origin.host
         names = ",".join(NAMES)
-        references = [self.reference(name) for name in NAMES]
-        update_reference = self.reference("chromium", UPDATE_TAG)
+        references = [self.reference(name, host=host) for name in NAMES]
+        expected = self.expected_ids(host)
+        update_reference = self.reference("chromium", UPDATE_TAG, host)
         update_id = self.images[imageset.UPDATE_IMAGE]["config"]["digest"]
         warmup = [str(self.ferry), "warmup"]
+        label = key.replace(".", "-")
+        source = {"source": origin.registry}
 
-        log("warmup: ferry, cold")
+        def time_ferry(case: str, images: str) -> Measurement:
+            return self.counted(source, lambda: self.runner.run(warmup + self.ferry_settings(images, host), f"{label}-{case}-ferry", capture=True))
+
+        def time_docker_pull(case: str, pulled: list[str]) -> Measurement:
+            return self.counted(source, lambda: self.docker_pull(pulled, f"{label}-{case}-docker"))
+
+        log(f"{key}: ferry, cold")
         self.engine.remove()
         self.empty_cache()
-        result = self.runner.run(warmup + self.ferry_settings(names), "warmup-cold-ferry", capture=True)
-        self.verify_names(result, self.expected_ids())
-        run["warmup.cold.ferry"] = result
+        result = time_ferry("cold", names)
+        self.verify_names(result, expected)
+        run[f"{key}.cold.ferry"] = result
 
-        log("warmup: ferry, warm")
-        result = self.runner.run(warmup + self.ferry_settings(names), "warmup-warm-ferry", capture=True)
-        self.verify_names(result, self.expected_ids())
-        run["warmup.warm.ferry"] = result
+        log(f"{key}: ferry, warm")
+        result = time_ferry("warm", names)
+        self.verify_names(result, expected)
+        run[f"{key}.warm.ferry"] = result
 
-        log("warmup: ferry, update")
-        result = self.runner.run(warmup + self.ferry_settings(f"chromium:{UPDATE_TAG}"), "warmup-update-ferry", capture=True)
+        log(f"{key}: ferry, update")
+        result = time_ferry("update", f"chromium:{UPDATE_TAG}")
         self.verify_names(result, {update_reference: update_id})
-        run["warmup.update.ferry"] = result
+        run[f"{key}.update.ferry"] = result
         self.engine.remove([update_id])
 
-        log("warmup: docker pull, cold")
+        log(f"{key}: docker pull, cold")
         self.engine.remove()
-        result = self.docker_pull(references, "warmup-cold-docker")
-        self.verify_names(result, self.expected_ids())
-        run["warmup.cold.docker"] = result
+        result = time_docker_pull("cold", references)
+        self.verify_names(result, expected)
+        run[f"{key}.cold.docker"] = result
 
-        log("warmup: docker pull, warm")
-        result = self.docker_pull(references, "warmup-warm-docker")
-        self.verify_names(result, self.expected_ids())
-        run["warmup.warm.docker"] = result
+        log(f"{key}: docker pull, warm")
+        result = time_docker_pull("warm", references)
+        self.verify_names(result, expected)
+        run[f"{key}.warm.docker"] = result
 
-        log("warmup: docker pull, update")
-        result = self.docker_pull([update_reference], "warmup-update-docker")
+        log(f"{key}: docker pull, update")
+        result = time_docker_pull("update", [update_reference])
         self.verify_names(result, {update_reference: update_id})
-        run["warmup.update.docker"] = result
+        run[f"{key}.update.docker"] = result
         self.engine.remove([update_id])
 
     def docker_pull(self, references: list[str], label: str) -> Measurement:
@@ -258,49 +346,61 @@ class Bench:
             total.add(self.runner.run(["docker", "pull", "--quiet", reference], label))
         return total
 
-    def save_step(self, run: dict) -> None:
-        references = [self.reference(name) for name in NAMES]
-        for path in self.archives.iterdir():
+    def save_step(self, run: dict, origin: Origin, key: str = "save", archives: Path | None = None,
+                  transports: list[tuple[str, str]] = SAVE_TRANSPORTS, pull_key: str = "warmup.cold.docker") -> None:
+        """Time ferry save, docker pull + docker save and skopeo copy to archives, from `origin`.
+
+        The docker pull is the cold one of this run's warmup step (`pull_key`) when there is one."""
+        host = origin.host
+        archives = archives or self.archives
+        label = key.replace(".", "-")
+        source = {"source": origin.registry}
+        references = [self.reference(name, host=host) for name in NAMES]
+        archives.mkdir(parents=True, exist_ok=True)
+        for path in archives.iterdir():
             path.unlink()
 
-        log("save: ferry save, cold cache")
+        log(f"{key}: ferry save, cold cache")
         self.empty_cache()
-        output = self.archives / "ferry.tar"
+        output = archives / "ferry.tar"
         command = [str(self.ferry), "save", "-o", str(output), "--platform", f"linux/{imageset.host_architecture()}"]
-        result = self.runner.run(command + self.ferry_settings(",".join(NAMES)), "save-ferry", capture=True)
-        run["save.ferry"] = self.with_size(result, [output])
+        result = self.counted(source, lambda: self.runner.run(command + self.ferry_settings(",".join(NAMES), host), f"{label}-ferry", capture=True))
+        run[f"{key}.ferry"] = self.with_size(result, [output])
 
         # docker pull + docker save: the cold pull of this run's warmup step plus docker save of
         # the images it pulled. Without the warmup step, pull them here.
-        pull = run.get("warmup.cold.docker")
+        pull = run.get(pull_key)
         if pull is None:
-            log("save: docker pull, cold")
+            log(f"{key}: docker pull, cold")
             self.engine.remove()
-            pull = self.docker_pull(references, "save-docker-pull")
-            run["save.docker_pull"] = pull
+            pull = self.counted(source, lambda: self.docker_pull(references, f"{label}-docker-pull"))
+            run[f"{key}.docker_pull"] = pull
         else:
             pull = copy.deepcopy(pull)
             missing = [r for r in references if self.engine.image_id(r) is None]
             if missing:
-                self.docker_pull(missing, "save-docker-pull-missing")
-        log("save: docker save")
-        output = self.archives / "docker_save.tar"
-        saved = self.runner.run(["docker", "save", "-o", str(output), *references], "save-docker-save")
-        run["save.docker_save"] = self.with_size(saved, [output])
+                self.docker_pull(missing, f"{label}-docker-pull-missing")
+        log(f"{key}: docker save")
+        output = archives / "docker_save.tar"
+        saved = self.runner.run(["docker", "save", "-o", str(output), *references], f"{label}-docker-save")
+        run[f"{key}.docker_save"] = self.with_size(saved, [output])
         total = Measurement()
         total.add(pull)
         total.add(saved)
-        run["save.docker"] = self.with_size(total, [output])
+        total.requests = pull.requests
+        run[f"{key}.docker"] = self.with_size(total, [output])
 
-        for transport, kind in (("docker-archive", "skopeo_docker_archive"), ("oci-archive", "skopeo_oci_archive")):
-            log(f"save: skopeo copy to {transport}")
-            total = Measurement()
-            files = []
-            for name, reference in zip(NAMES, references):
-                output = self.archives / f"{kind}-{name}.tar"
-                files.append(output)
-                total.add(self.runner.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{reference}", f"{transport}:{output}:{reference}"], f"save-{kind}"))
-            run[f"save.{kind}"] = self.with_size(total, files)
+        for transport, kind in transports:
+            log(f"{key}: skopeo copy to {transport}")
+            files = [archives / f"{kind}-{name}.tar" for name in NAMES]
+
+            def copy_all() -> Measurement:
+                total = Measurement()
+                for path, reference in zip(files, references):
+                    total.add(self.runner.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{reference}", f"{transport}:{path}:{reference}"], f"{label}-{kind}"))
+                return total
+
+            run[f"{key}.{kind}"] = self.with_size(self.counted(source, copy_all), files)
 
     @staticmethod
     def with_size(measurement: Measurement, files: list[Path]) -> Measurement:
@@ -346,6 +446,105 @@ class Bench:
         else:
             self.verify_names(measurement, self.expected_ids())
 
+    def mirror_step(self, run: dict, index: int) -> None:
+        """Time ferry mirror, skopeo copy and skopeo sync into an empty registry, then again.
+
+        Each tool copies into a fresh registry on a new port, under a namespace named after the
+        run, so no tool finds blobs another one put there and skopeo's blob info cache names no
+        repository it could mount from."""
+        namespace = f"run{index + 1}"
+        for tool in MIRROR_TOOLS:
+            self.mirror_destination = Registry(self.work / "mirror-destination")
+            self.mirror_destination.start()
+            registries = {"source": self.registry, "destination": self.mirror_destination}
+            try:
+                for case in MIRROR_CASES:
+                    log(f"mirror: {tool}, {case}")
+                    if case == "cold":
+                        self.empty_cache()
+                    result = self.counted(registries, lambda: self.mirror(tool, namespace, f"mirror-{case}-{tool}"))
+                    self.verify_mirror(result, namespace)
+                    run[f"mirror.{case}.{tool}"] = result
+            finally:
+                self.mirror_destination.stop()
+                self.mirror_destination = None
+        self.empty_cache()
+
+    def mirror(self, tool: str, namespace: str, label: str) -> Measurement:
+        """Copy MIRROR_IMAGES from the registry to the mirror destination with one tool."""
+        source, destination = self.registry.host, self.mirror_destination.host
+
+        if tool == "ferry":
+            images = [name if tag == "latest" else f"{name}:{tag}" for name, tag in MIRROR_IMAGES]
+            command = [
+                str(self.ferry), "mirror", "--plain-http", source, "--plain-http", destination,
+                "--registry-url", source, "--registry-env", self.prefix,
+                "--to", f"{destination}/{namespace}", "--cache-dir", str(self.cache), *images,
+            ]
+            return self.runner.run(command, label, capture=True)
+
+        if tool == "skopeo_copy":
+            total = Measurement()
+            for name, tag in MIRROR_IMAGES:
+                total.add(self.runner.run([
+                    "skopeo", "copy", "--quiet", "--src-tls-verify=false", "--dest-tls-verify=false",
+                    f"docker://{self.reference(name, tag)}", f"docker://{destination}/{namespace}/{self.prefix}{name}:{tag}",
+                ], label))
+            return total
+
+        # skopeo sync reads the images from a YAML file, one entry per repository with its tags,
+        # and puts each repository under the destination's namespace with its source path.
+        tags: dict[str, list[str]] = {}
+        for name, tag in MIRROR_IMAGES:
+            tags.setdefault(f"{self.prefix}{name}", []).append(tag)
+        listing = self.work / "mirror-sync.yml"
+        lines = [f"{source}:", "  tls-verify: false", "  images:"]
+        lines += [f"    {repository}: [{', '.join(names)}]" for repository, names in tags.items()]
+        listing.write_text("\n".join(lines) + "\n")
+        return self.runner.run([
+            "skopeo", "sync", "--src", "yaml", "--dest", "docker", "--dest-tls-verify=false",
+            str(listing), f"{destination}/{namespace}",
+        ], label)
+
+    def verify_mirror(self, measurement: Measurement, namespace: str) -> None:
+        """Mark the measurement failed unless each destination tag has the source's manifest digest."""
+        digests = {}
+        for name, tag in MIRROR_IMAGES:
+            repository = f"{self.prefix}{name}"
+            expected = self.registry.manifest_digest(repository, tag)
+            found = self.mirror_destination.manifest_digest(f"{namespace}/{repository}", tag)
+            digests[f"{repository}:{tag}"] = found
+            if found != expected:
+                measurement.ok = False
+                measurement.error = measurement.error or f"after the step, {namespace}/{repository}:{tag} in the destination is {found or 'missing'} instead of {expected}"
+        measurement.details["digests"] = digests
+
+    def slowlink_step(self, run: dict) -> None:
+        """Measure the shaped link, then warmup and save across it."""
+        self.slow_ceiling(run)
+        self.warmup_step(run, self.slow, "slowlink.warmup")
+        self.save_step(run, self.slow, "slowlink.save", archives=self.slow_archives,
+                       transports=[("oci-archive", "skopeo_oci_archive")], pull_key="slowlink.warmup.cold.docker")
+        shutil.rmtree(self.slow_archives, ignore_errors=True)
+
+    def slow_ceiling(self, run: dict) -> None:
+        """curl the biggest blob across the slow link, and time the first byte of GET /v2/."""
+        biggest = self.results["imageset"]["biggest_layer"]
+        log("slowlink: curl of the biggest blob across the link")
+        timing = ["-w", "%{time_starttransfer} %{time_total}"]
+        probe = self.runner.run(["curl", "-sSf", "-o", "/dev/null", *timing, f"http://{self.slow.host}/v2/"], "slowlink-ceiling-v2", capture=True)
+        url = f"http://{self.slow.host}/v2/{self.prefix}chromium/blobs/{biggest['digest']}"
+        forwarder_before = process_cpu(self.forwarder.process.pid)
+        result = self.with_bytes(self.runner.run(["curl", "-sSf", "-o", "/dev/null", *timing, url], "slowlink-ceiling-curl", capture=True), biggest["size"])
+        # The forwarder's CPU time for this one transfer, to show what it costs per byte.
+        result.details["forwarder_cpu_seconds"] = round(process_cpu(self.forwarder.process.pid) - forwarder_before, 3)
+        try:
+            result.details["v2_first_byte_seconds"] = float(probe.output.split()[0])
+            result.details["blob_first_byte_seconds"] = float(result.output.split()[0])
+        except (IndexError, ValueError):
+            pass
+        run["ceiling.slowlink"] = result
+
     def ceilings_step(self, run: dict) -> None:
         """Measure what the machine allows: loopback HTTP, sha256, gunzip and disk writes."""
         biggest = self.results["imageset"]["biggest_layer"]
@@ -378,11 +577,15 @@ class Bench:
             if "ceilings" in self.args.steps:
                 self.ceilings_step(run)
             if "warmup" in self.args.steps:
-                self.warmup_step(run)
+                self.warmup_step(run, self.loopback)
             if "save" in self.args.steps:
-                self.save_step(run)
+                self.save_step(run, self.loopback)
             if "load" in self.args.steps:
                 self.load_step(run)
+            if "mirror" in self.args.steps:
+                self.mirror_step(run, index)
+            if "slowlink" in self.args.steps:
+                self.slowlink_step(run)
             self.engine.remove()
             self.results["runs"].append({key: value.to_json() for key, value in run.items()})
             failures = [f"{key}: {value.error}" for key, value in run.items() if not value.ok]
@@ -411,11 +614,15 @@ class Bench:
     def cleanup(self) -> None:
         if self.engine is not None:
             self.engine.remove()
-        if self.registry is not None:
-            self.registry.stop()
+        for process in (self.forwarder, self.slow_registry, self.mirror_destination, self.registry):
+            if process is not None:
+                process.stop()
+        if self.link is not None:
+            self.link.destroy()
         self.empty_cache()
-        if self.archives.exists():
-            shutil.rmtree(self.archives)
+        for folder in (self.archives, self.slow_archives):
+            if folder.exists():
+                shutil.rmtree(folder)
 
 
 def rewrite_report(path: Path) -> int:
