@@ -4,8 +4,9 @@
 //! Manifests and indexes are pushed as the exact bytes pulled, so digests stay the same unless a
 //! platform is picked out of an index. Blobs the destination has are skipped after a `HEAD`.
 //! Blobs that this run already put into another repository of the destination are mounted from
-//! there. The rest are downloaded into the blob cache (verified) and uploaded from it. A re-run
-//! with nothing changed costs one `HEAD` per image on each side.
+//! there. The rest are streamed from the source into the upload and hashed on the way, falling
+//! back to the blob cache (verified, resumable) when the stream fails. A re-run with nothing
+//! changed costs one `HEAD` per image on each side.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -301,7 +302,8 @@ fn blobs_of(image: &SavedImage) -> Vec<Descriptor> {
 }
 
 /// Puts one blob into the destination repository: skipped when present, mounted when
-/// `mount_from` has it, else downloaded into the cache (verified) and uploaded from there.
+/// `mount_from` has it, else streamed from the source into the upload. When the stream fails,
+/// the blob is downloaded into the cache (verified, resumable) and uploaded from there.
 async fn copy_blob(
     client: &Client,
     cache: &BlobCache,
@@ -319,6 +321,10 @@ async fn copy_blob(
             return Ok(Pushed::Mounted);
         }
     }
+    match stream_blob(client, source, destination, descriptor).await {
+        Ok(()) => return Ok(Pushed::Uploaded),
+        Err(err) => tracing::warn!(digest = %descriptor.digest, error = %crate::error_message(&err), "streaming the blob failed, copying it through the cache"),
+    }
     blob::download(client, source, descriptor, cache, &|_| {}).await?;
     let file = BlobSource::File(cache.blob_path(&descriptor.digest));
     client.upload_blob(destination, &descriptor.digest, descriptor.size, &file).await?;
@@ -326,6 +332,70 @@ async fn copy_blob(
         cache.remove(&descriptor.digest);
     }
     Ok(Pushed::Uploaded)
+}
+
+/// Streams one blob from the source into a destination upload, hashing it on the way. A
+/// wrong size or digest ends the upload body with an error, so the destination never commits
+/// it. The body cannot be replayed, so a retried upload fails and the caller falls back.
+async fn stream_blob(client: &Client, source: &Reference, destination: &Reference, descriptor: &Descriptor) -> Result<(), RegistryError> {
+    let digest = &descriptor.digest;
+    let size = descriptor.size;
+    let mut response = client.blob_response(source, digest, 0).await?;
+    let (sender, receiver) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+    let body = std::sync::Mutex::new(Some(reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(receiver))));
+    let factory = || {
+        body.lock().unwrap().take().ok_or_else(|| RegistryError::Io {
+            path: std::path::PathBuf::from(digest.as_str()),
+            source: std::io::Error::other("a streamed upload cannot be sent twice"),
+        })
+    };
+    let what = format!("blob {digest} of {}", source.name());
+
+    let pump = async move {
+        let mut hasher = crate::digest::Hasher::new();
+        let failure = loop {
+            let chunk = match response.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break None,
+                Err(err) => break Some(RegistryError::Unreachable { host: source.registry.clone(), detail: crate::error_message(&err) }),
+            };
+            if hasher.bytes() + chunk.len() as u64 > size {
+                break Some(RegistryError::SizeMismatch { what: what.clone(), expected: size, actual: hasher.bytes() + chunk.len() as u64 });
+            }
+            hasher.update(&chunk);
+            if let Some(limit) = client.rate_limit() {
+                limit.consume(chunk.len() as u64).await;
+            }
+            if sender.send(Ok(chunk)).await.is_err() {
+                // The upload ended early; its own error explains why.
+                return Ok(());
+            }
+        };
+        let failure = failure.or_else(|| {
+            if hasher.bytes() != size {
+                return Some(RegistryError::SizeMismatch { what: what.clone(), expected: size, actual: hasher.bytes() });
+            }
+            let actual = hasher.finish();
+            (&actual != digest).then(|| RegistryError::DigestMismatch { what: what.clone(), expected: digest.clone(), actual })
+        });
+        match failure {
+            Some(error) => {
+                let _ = sender.send(Err(std::io::Error::other(crate::error_message(&error)))).await;
+                Err(error)
+            }
+            None => Ok(()),
+        }
+    };
+    let upload = async {
+        let result = client.upload_blob_from(destination, digest, size, &factory).await;
+        // An upload that failed before it took the body leaves the receiver here: dropping it
+        // stops the pump instead of leaving it waiting for a reader.
+        drop(body.lock().unwrap().take());
+        result
+    };
+    let (pumped, uploaded) = tokio::join!(pump, upload);
+    pumped?;
+    uploaded
 }
 
 #[cfg(test)]

@@ -187,3 +187,68 @@ fn mirror_rejects_bad_destination() {
     assert_eq!(code, 2);
     assert!(document["error"].as_str().unwrap().contains("MIRROR_REGISTRY_PASSWORD"), "{document}");
 }
+
+/// Pushes a one-layer image of `layer_size` random bytes to `source` as `<repository>:v1`.
+fn push_one_layer(source: &Registry, repository: &str, layer_size: u64) -> BuiltImage {
+    let mut layout = OciLayout::new();
+    let image = ImageBuilder::new().layer(LayerSpec::random(layer_size).gzip()).write(&mut layout, "v1");
+    source.push(&layout, "v1", &format!("{repository}:v1"));
+    image
+}
+
+/// Returns `ferry mirror` of `reference` into `destination` over plain HTTP.
+fn plain_mirror(env: &FerryEnv, reference: &str, source_host: &str, destination: &Registry) -> assert_cmd::Command {
+    let mut command = env.command();
+    command
+        .arg("mirror")
+        .arg(reference)
+        .args(["--plain-http", source_host, "--plain-http", &destination.host()])
+        .args(["--to", &destination.host()]);
+    command
+}
+
+#[test]
+fn mirror_cut_source_resumes_through_cache() {
+    let source = Registry::start_plain();
+    let destination = Registry::start_plain();
+    let proxy = FaultProxy::start(&source);
+    let repository = unique_repo("mirror-cut");
+    let image = push_one_layer(&source, &repository, 1_500_000);
+    let layer = &image.layers[0];
+    let cut = proxy.add(FaultRule::new(&format!("/blobs/{}", layer.digest), Fault::CutAfter(400_000)).method("GET"));
+
+    let env = FerryEnv::new();
+    let reference = format!("{}/{repository}:v1", proxy.host());
+    let mut command = plain_mirror(&env, &reference, &proxy.host(), &destination);
+    let (code, document, stderr) = run_json(&mut command);
+
+    assert_eq!(code, 0, "{document}\n{stderr}");
+    assert_eq!(proxy.hits(cut), 1, "the streamed copy was cut");
+    assert!(stderr.contains("copying it through the cache"), "the fallback is logged: {stderr}");
+    assert_eq!(destination.manifest_digest(&format!("{repository}:v1")), image.manifest_digest);
+}
+
+#[test]
+fn mirror_corrupt_source_commits_nothing() {
+    let source = Registry::start_plain();
+    let destination = Registry::start_plain();
+    let proxy = FaultProxy::start(&source);
+    let repository = unique_repo("mirror-corrupt");
+    let image = push_one_layer(&source, &repository, 300_000);
+    let layer = &image.layers[0];
+    proxy.add(FaultRule::new(&format!("/blobs/{}", layer.digest), Fault::FlipByte(100_000)).method("GET").always());
+
+    let env = FerryEnv::new();
+    let reference = format!("{}/{repository}:v1", proxy.host());
+    let mut command = plain_mirror(&env, &reference, &proxy.host(), &destination);
+    let (code, document, stderr) = run_json(&mut command);
+
+    assert_eq!(code, 1, "{document}\n{stderr}");
+    let error = document["images"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains(&layer.digest), "the error names the layer: {document}");
+    assert!(error.contains("digest mismatch"), "{document}");
+    let blob_url = format!("{}/v2/{repository}/blobs/{}", destination.url(), layer.digest);
+    let status = std::process::Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-I", &blob_url]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&status.stdout), "404", "the destination has no blob for the corrupted layer");
+    assert_eq!(destination.count_requests("PUT", "/manifests/"), 0, "no manifest is pushed");
+}

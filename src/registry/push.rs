@@ -12,7 +12,7 @@ use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_TY
 use reqwest::{Method, Response, StatusCode};
 use url::Url;
 
-use super::{auth, status_error, Access, Client, RegistryError};
+use super::{auth, status_error, Access, BodyFactory, Client, RegistryError};
 use crate::archive::BlobSource;
 use crate::digest::Digest;
 use crate::manifest;
@@ -176,16 +176,31 @@ impl Client {
         }
     }
 
+    /// Uploads a blob whose bytes `body` produces, in one `PUT`, for a caller that streams them
+    /// from elsewhere. `body` is called once per attempt. The registry checks the bytes against
+    /// `digest` when it closes the upload.
+    pub(crate) async fn upload_blob_from(&self, reference: &Reference, digest: &Digest, size: u64, body: &BodyFactory<'_>) -> Result<(), RegistryError> {
+        let what = format!("upload of blob {digest} to {}", reference.name());
+        let UploadStart::Session(session) = self.start_upload(reference, None, &what).await? else {
+            return Ok(());
+        };
+        self.put_monolithic_with(reference, &session, digest, size, body, &what).await
+    }
+
     /// Sends the whole blob in one `PUT` and closes the session.
     async fn put_monolithic(&self, reference: &Reference, session: &Url, digest: &Digest, size: u64, source: &BlobSource, what: &str) -> Result<(), RegistryError> {
+        let body = || stream_body(source, 0, size);
+        self.put_monolithic_with(reference, session, digest, size, &body, what).await
+    }
+
+    async fn put_monolithic_with(&self, reference: &Reference, session: &Url, digest: &Digest, size: u64, body: &BodyFactory<'_>, what: &str) -> Result<(), RegistryError> {
         let mut url = session.clone();
         url.query_pairs_mut().append_pair("digest", digest.as_str());
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
         headers.insert(CONTENT_LENGTH, HeaderValue::from(size));
-        let body = || stream_body(source, 0, size);
         let access = Access::push(&reference.repository);
-        let response = self.request_with(&reference.registry, &access, Method::PUT, url.as_str(), headers, Some(&body), what).await?;
+        let response = self.request_with(&reference.registry, &access, Method::PUT, url.as_str(), headers, Some(body), what).await?;
         match response.status() {
             StatusCode::CREATED | StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
             status => Err(self.push_error(what, reference, status, response).await),
@@ -259,11 +274,15 @@ fn invalid_media_type(what: &str, media_type: &str) -> RegistryError {
 
 /// Returns a request body that streams `len` bytes of `source` from byte `start`, read on a
 /// blocking thread one MiB at a time.
+/// Bytes read from disk per chunk of an upload body. With the channel of 4 chunks, an upload
+/// holds at most about 1.25 MiB in memory.
+const UPLOAD_BUFFER_BYTES: usize = 256 * 1024;
+
 fn stream_body(source: &BlobSource, start: u64, len: u64) -> Result<reqwest::Body, RegistryError> {
     let mut reader = source.open_range(start, len).map_err(|source_error| RegistryError::Io { path: source_path(source), source: source_error })?;
     let (sender, receiver) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
     tokio::task::spawn_blocking(move || loop {
-        let mut buffer = bytes::BytesMut::zeroed(1 << 20);
+        let mut buffer = bytes::BytesMut::zeroed(UPLOAD_BUFFER_BYTES);
         match reader.read(&mut buffer) {
             Ok(0) => break,
             Ok(n) => {
