@@ -246,13 +246,16 @@ async fn copy_image(
     }
 
     let blobs = blobs_of(&image);
+    // Configs were fetched and verified while resolving, so they are uploaded from memory.
+    let configs: HashMap<&Digest, &[u8]> = image.manifests.iter().map(|m| (&m.manifest.config.digest, m.config.as_slice())).collect();
     let total: u64 = blobs.iter().map(|b| b.size).sum();
     progress.image_started(position, &source.to_string(), total);
     let results: Vec<Result<(Digest, Pushed, u64), SaveError>> = futures::stream::iter(blobs.iter())
         .map(|descriptor| {
             let mount_from = placed.get(&descriptor.digest).cloned();
+            let content = configs.get(&descriptor.digest).copied();
             async move {
-                let pushed = copy_blob(client, cache, source, destination, descriptor, mount_from.as_deref(), options.keep_cache).await?;
+                let pushed = copy_blob(client, cache, source, destination, descriptor, content, mount_from.as_deref(), options.keep_cache).await?;
                 progress.image_bytes(position, descriptor.size);
                 Ok((descriptor.digest.clone(), pushed, if pushed == Pushed::Uploaded { descriptor.size } else { 0 }))
             }
@@ -302,14 +305,17 @@ fn blobs_of(image: &SavedImage) -> Vec<Descriptor> {
 }
 
 /// Puts one blob into the destination repository: skipped when present, mounted when
-/// `mount_from` has it, else streamed from the source into the upload. When the stream fails,
-/// the blob is downloaded into the cache (verified, resumable) and uploaded from there.
+/// `mount_from` has it, uploaded from `content` when the caller has its verified bytes, else
+/// streamed from the source into the upload. When the stream fails, the blob is downloaded into
+/// the cache (verified, resumable) and uploaded from there.
+#[allow(clippy::too_many_arguments)]
 async fn copy_blob(
     client: &Client,
     cache: &BlobCache,
     source: &Reference,
     destination: &Reference,
     descriptor: &Descriptor,
+    content: Option<&[u8]>,
     mount_from: Option<&str>,
     keep_cache: bool,
 ) -> Result<Pushed, RegistryError> {
@@ -320,6 +326,12 @@ async fn copy_blob(
         if client.mount_blob(destination, &descriptor.digest, from).await? {
             return Ok(Pushed::Mounted);
         }
+    }
+    if let Some(content) = content {
+        let bytes = bytes::Bytes::copy_from_slice(content);
+        let body = move || Ok(reqwest::Body::from(bytes.clone()));
+        client.upload_blob_from(destination, &descriptor.digest, descriptor.size, &body).await?;
+        return Ok(Pushed::Uploaded);
     }
     match stream_blob(client, source, destination, descriptor).await {
         Ok(()) => return Ok(Pushed::Uploaded),
