@@ -557,10 +557,25 @@ class Bench:
         run["ceiling.sha256_openssl"] = self.with_bytes(self.runner.run(["openssl", "dgst", "-sha256", str(blob)], "ceiling-openssl"), biggest["size"])
         gunzip = self.runner.run(["sh", "-c", f"gzip -dc '{blob}' > /dev/null"], "ceiling-gunzip")
         run["ceiling.gunzip"] = self.with_bytes(gunzip, biggest["size"])
+        run["ceiling.upload"] = self.with_bytes(self.upload_ceiling(blob, biggest["digest"]), biggest["size"])
         target = self.work / "dd-test.tmp"
         disk = self.runner.run(["dd", "if=/dev/zero", f"of={target}", "bs=1M", "count=1024", "conv=fdatasync", "status=none"], "ceiling-dd")
         target.unlink(missing_ok=True)
         run["ceiling.disk"] = self.with_bytes(disk, 1024 * 1024 * 1024)
+
+    def upload_ceiling(self, blob: Path, digest: str) -> Measurement:
+        """Time curl uploading `blob` into the registry as one monolithic upload.
+
+        The repository is new, so the registry receives and hashes every byte, as a mirror's
+        destination does; the blob's storage is shared with the set, so nothing stays behind."""
+        uploads = f"http://{self.registry.host}/v2/{self.prefix}ceiling/blobs/uploads/"
+        script = (
+            f"location=$(curl -sSf -X POST -D - -o /dev/null '{uploads}' | tr -d '\\r' | awk 'tolower($1) == \"location:\" {{print $2}}')"
+            f" && case $location in http*) ;; *) location='http://{self.registry.host}'$location ;; esac"
+            f" && case $location in *\\?*) separator='&' ;; *) separator='?' ;; esac"
+            f" && curl -sSf -o /dev/null -X PUT -H 'Content-Type: application/octet-stream' -T '{blob}' \"$location${{separator}}digest={digest}\""
+        )
+        return self.runner.run(["sh", "-c", script], "ceiling-upload")
 
     @staticmethod
     def with_bytes(measurement: Measurement, count: int) -> Measurement:

@@ -41,6 +41,8 @@ const HOSTS_LISTED_IN_ERRORS: usize = 5;
 pub enum InventoryError {
     #[error("cannot read {}: {source}", path.display())]
     Read { path: PathBuf, source: std::io::Error },
+    #[error("inventory {} not found: check the path given to -i", path.display())]
+    NotFound { path: PathBuf },
     #[error("{} is larger than {max_bytes} bytes, the limit for inventory and variable files: check the path", path.display())]
     TooLarge { path: PathBuf, max_bytes: u64 },
     #[error("{}{}: {message}", path.display(), at(*line, *column))]
@@ -206,7 +208,10 @@ impl Inventory {
     /// Reads and checks an inventory file. `group_vars/` and `host_vars/` beside it are read
     /// later, by [`Inventory::vars_for`].
     pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
-        let text = node::read_text(path)?;
+        let text = node::read_text(path).map_err(|error| match error {
+            InventoryError::Read { path, source } if source.kind() == std::io::ErrorKind::NotFound => InventoryError::NotFound { path },
+            error => error,
+        })?;
         Inventory::parse(path, &text)
     }
 

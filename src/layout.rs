@@ -34,6 +34,9 @@ pub enum LayoutError {
     #[error("{path} is not an OCI image layout: {reason}")]
     NotALayout { path: PathBuf, reason: String },
 
+    #[error("cannot create the OCI layout {path}: the folder {parent} does not exist; create it first, or check the path")]
+    MissingParent { path: PathBuf, parent: PathBuf },
+
     #[error("{path} declares imageLayoutVersion {version:?}, but ferry reads only version {LAYOUT_VERSION}")]
     UnsupportedVersion { path: PathBuf, version: String },
 
@@ -211,7 +214,14 @@ impl Layout {
         let index = layout.index_path();
 
         if !marker.exists() {
-            fs::create_dir_all(&layout.root).map_err(io_error("create folder", &layout.root))?;
+            // Only the layout folder itself is created, so a mistyped path fails instead of
+            // growing a tree of folders.
+            if !layout.root.exists() {
+                if let Some(parent) = layout.root.parent().filter(|p| !p.as_os_str().is_empty() && !p.is_dir()) {
+                    return Err(LayoutError::MissingParent { path: layout.root.clone(), parent: parent.to_owned() });
+                }
+                fs::create_dir(&layout.root).map_err(io_error("create folder", &layout.root))?;
+            }
             let mut children = fs::read_dir(&layout.root).map_err(io_error("list", &layout.root))?;
             if children.next().is_some() {
                 return Err(LayoutError::NotALayout {
@@ -469,7 +479,7 @@ fn parent_folder(path: &Path) -> &Path {
 
 /// Temporary files start with a dot so that nothing mistakes them for blobs. Files are created
 /// readable by all (subject to the umask) because tempfile's default is owner-only.
-fn temp_builder() -> tempfile::Builder<'static, 'static> {
+pub(crate) fn temp_builder() -> tempfile::Builder<'static, 'static> {
     let mut builder = tempfile::Builder::new();
     builder.prefix(".ferry-tmp-");
     #[cfg(unix)]
@@ -565,6 +575,15 @@ mod tests {
         let err = Layout::create(dir.path()).unwrap_err();
         assert!(matches!(err, LayoutError::NotALayout { .. }), "{err}");
         assert!(err.to_string().contains("not empty"), "{err}");
+    }
+
+    #[test]
+    fn create_rejects_missing_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("typo/layout");
+        let err = Layout::create(&path).unwrap_err();
+        assert!(matches!(err, LayoutError::MissingParent { .. }), "{err}");
+        assert!(!dir.path().join("typo").exists(), "no folder is created");
     }
 
     #[test]

@@ -220,7 +220,7 @@ pub async fn verify(plan: &LoadPlan, on_bytes: &(dyn Fn(u64) + Send + Sync)) -> 
     for archive in &plan.archives {
         let to_load: Vec<StoredImage> = archive.images.iter().filter(|p| !p.present).map(|p| p.image.clone()).collect();
         let contents = Contents { kind: archive.contents.kind, images: to_load, skipped: Vec::new() };
-        tokio::task::block_in_place(|| read::verify(&archive.index, &contents, on_bytes))?;
+        tokio::task::block_in_place(|| read::verify(&archive.index, &contents, read::DiffIds::All, on_bytes))?;
     }
     Ok(())
 }
@@ -233,8 +233,13 @@ pub async fn verify(plan: &LoadPlan, on_bytes: &(dyn Fn(u64) + Send + Sync)) -> 
 /// digest. A failed check ends the upload with an error, so the engine loads nothing, and is
 /// returned as the error. `on_verified` receives the bytes verified.
 ///
+/// A layer whose stored bytes a digest names is checked against that digest only, and Docker
+/// checks its DiffID as it unpacks it (see [`read::DiffIds::Unnamed`]).
+///
 /// NOTE: this relies on the engine reading the whole upload before it registers a layer, which
-/// Docker's loader does (tested with Docker 20.10's classic image store).
+/// Docker's loader does (tested with Docker 20.10's classic image store). An archive whose
+/// named digests match but whose config lists a wrong DiffID fails in the engine, after the
+/// images before it in the upload have loaded.
 pub async fn execute(
     engine: &Engine,
     info: &EngineInfo,
@@ -334,7 +339,7 @@ fn spawn_verification(plan: &LoadPlan, on_verified: Arc<dyn Fn(u64) + Send + Syn
         .collect();
     tokio::task::spawn_blocking(move || {
         for (index, contents) in &work {
-            read::verify(index, contents, &*on_verified)?;
+            read::verify(index, contents, read::DiffIds::Unnamed, &*on_verified)?;
         }
         Ok(())
     })
@@ -477,7 +482,7 @@ fn write_image_to_layout(plan: &ArchivePlan, image: &StoredImage, path: &Path) -
 fn copy_layer(layout: &crate::layout::Layout, source: &BlobSource, size: u64) -> std::io::Result<(Digest, &'static str)> {
     use std::io::{Read, Write};
     let mut reader = source.open()?;
-    let mut temp = tempfile::NamedTempFile::new_in(layout.root())?;
+    let mut temp = crate::layout::temp_builder().tempfile_in(layout.root())?;
     let mut hasher = crate::digest::Hasher::new();
     let mut buffer = vec![0u8; 1 << 20];
     let mut head = Vec::new();

@@ -292,6 +292,7 @@ pub async fn execute(client: &Client, target: &Target, cache: &BlobCache, plan: 
             tracing::warn!(error = %err, "could not remove the partial images of an interrupted warmup");
         }
     }
+    let fetched_ahead = pipeline::FetchedAhead::default();
 
     for (index, planned) in plan.images.iter().enumerate() {
         let started = Instant::now();
@@ -305,9 +306,14 @@ pub async fn execute(client: &Client, target: &Target, cache: &BlobCache, plan: 
             Ok(prepared) => {
                 let total: u64 = prepared.needed_layers().filter(|l| !cache.has(&l.descriptor.digest, l.descriptor.size)).map(|l| l.descriptor.size).sum();
                 progress.image_started(index, &reference, total);
-                let digests = prepared.needed_layers().map(|l| l.descriptor.digest.clone());
-                match transfer(client, target, cache, prepared, options, &|n| progress.image_bytes(index, n), &|stage| progress.image_stage(index, stage)).await {
+                let digests: Vec<Digest> = prepared.needed_layers().map(|l| l.descriptor.digest.clone()).collect();
+                let ahead = pipeline::Ahead { blobs: later_blobs(plan, index, cache), fetched: &fetched_ahead };
+                let on_bytes = |n| progress.image_bytes(index, n);
+                let on_stage = |stage: &str| progress.image_stage(index, stage);
+                match transfer(client, target, cache, prepared, options, &ahead, &on_bytes, &on_stage).await {
                     Ok(bytes) => {
+                        // Blobs fetched while the previous image loaded count for this one.
+                        let bytes = bytes + fetched_ahead.take(&digests);
                         used_by_success.extend(digests);
                         ImageOutcome { status: Status::Changed, ..described(&reference, prepared, bytes, started) }
                     }
@@ -366,20 +372,35 @@ fn failed(reference: &str, prepared: Option<&Prepared>, error: String, bytes: u6
     ImageOutcome { status: Status::Failed, error: Some(error), ..base }
 }
 
+/// Returns the blobs that the images after `index` still need, each once, in list order.
+fn later_blobs<'a>(plan: &'a Plan, index: usize, cache: &BlobCache) -> Vec<(&'a Reference, &'a Descriptor)> {
+    let mut seen = HashSet::new();
+    plan.images[index + 1..]
+        .iter()
+        .filter_map(|planned| planned.prepared.as_ref().ok().filter(|prepared| !prepared.present))
+        .flat_map(|prepared| prepared.needed_layers().map(move |layer| (&prepared.resolved.reference, &layer.descriptor)))
+        .filter(|(_, descriptor)| !cache.has(&descriptor.digest, descriptor.size) && seen.insert(descriptor.digest.clone()))
+        .collect()
+}
+
 /// Downloads the image's missing blobs and hands the image to the target. Into Docker the two
-/// overlap (see `pipeline`). Returns the bytes downloaded.
+/// overlap (see `pipeline`), and the blobs of `ahead` download while the engine finishes.
+/// Returns the bytes downloaded for this image.
+#[allow(clippy::too_many_arguments)]
 async fn transfer(
     client: &Client,
     target: &Target,
     cache: &BlobCache,
     prepared: &Prepared,
     options: &WarmupOptions,
+    ahead: &pipeline::Ahead<'_>,
     on_bytes: &(dyn Fn(u64) + Send + Sync),
     on_stage: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<u64, WarmupError> {
     if let Target::Docker { engine, info } = target {
         if pipeline::can_pipeline(info, prepared) {
-            return pipeline::load_while_downloading(client, engine, info, cache, prepared, options.jobs, on_bytes, on_stage).await;
+            let callbacks = pipeline::Callbacks { on_bytes, on_stage };
+            return pipeline::load_while_downloading(client, engine, info, cache, prepared, options.jobs, ahead, &callbacks).await;
         }
     }
     let reference = &prepared.resolved.reference;

@@ -33,7 +33,7 @@ fn diff_ids(image: &StoredImage) -> Vec<String> {
 /// Verifies and checks that the progress callback saw exactly the bytes `verify_size` announced.
 fn verify_passes(index: &ArchiveIndex, contents: &Contents) {
     let seen = std::sync::atomic::AtomicU64::new(0);
-    let result = read::verify(index, contents, &|bytes| {
+    let result = read::verify(index, contents, read::DiffIds::All, &|bytes| {
         seen.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
     });
     if let Err(error) = result {
@@ -43,7 +43,7 @@ fn verify_passes(index: &ArchiveIndex, contents: &Contents) {
 }
 
 fn verify_error(index: &ArchiveIndex, contents: &Contents) -> ArchiveError {
-    read::verify(index, contents, &|_| {}).expect_err("verify should fail")
+    read::verify(index, contents, read::DiffIds::All, &|_| {}).expect_err("verify should fail")
 }
 
 /// Copies image `tag` of `layout` to a skopeo destination such as `docker-archive:FILE:name:tag`.

@@ -268,6 +268,29 @@ fn stalled_top_layer_loads_lower_ones_first() {
 }
 
 #[test]
+fn blobs_fetched_ahead_count_for_their_image() {
+    let registry = Registry::start_plain();
+    let first = push_image(&registry, "faults-ahead-a", vec![LayerSpec::random(2_000_000), LayerSpec::random(500_000)]);
+    let second = push_image(&registry, "faults-ahead-b", vec![LayerSpec::random(1_000_000)]);
+    let first_reference = first.reference(&registry.host());
+    let second_reference = second.reference(&registry.host());
+    let mut guard = RepoGuard::new(format!("{}/{}", registry.host(), first.repository));
+    guard.add(format!("{}/{}", registry.host(), second.repository));
+
+    let env = FerryEnv::new();
+    let list = format!("{first_reference},{second_reference}");
+    let run = warmup(&env, &["--plain-http", &registry.host(), "--warmup", &list, "--json"]);
+
+    assert_exit(&run, EXIT_OK);
+    let document = run.json();
+    let sizes = |pushed: &Pushed| -> u64 { (0..pushed.image.layers.len()).map(|i| pushed.layer_blob(i).len() as u64).sum() };
+    assert_eq!(document["images"][0]["bytes"], sizes(&first), "{document}");
+    assert_eq!(document["images"][1]["bytes"], sizes(&second), "{document}");
+    assert_loaded(&first_reference, &first.image);
+    assert_loaded(&second_reference, &second.image);
+}
+
+#[test]
 fn leftover_partial_image_is_removed() {
     let registry = Registry::start_plain();
     let pushed = push_image(&registry, "faults-leftover", vec![LayerSpec::random(10_000)]);

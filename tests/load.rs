@@ -302,6 +302,13 @@ fn load_into_oci_layout() {
     let config = skopeo(&["inspect", "--config", "--raw", &format!("oci:{}:v1", target.display())]);
     assert_eq!(sha256_digest(&config.stdout), image.image_id());
 
+    // Layer blobs are readable by all, like every other file of the layout.
+    for digest in image.layer_digests() {
+        let path = target.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+        assert_eq!(mode & 0o044, 0o044, "{} has mode {mode:o}", path.display());
+    }
+
     let mut command = ferry_cmd();
     command.arg("load").arg(&archive).arg("--to").arg(format!("oci:{}", target.display()));
     let (code, document, _) = run_json(&mut command);

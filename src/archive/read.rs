@@ -26,7 +26,7 @@ mod verify;
 
 pub use formats::contents;
 pub use index::{ArchiveIndex, MemberFile};
-pub use verify::{verify, verify_size};
+pub use verify::{verify, verify_size, DiffIds};
 
 /// The tool family that wrote an archive, recognised from its members.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,15 +172,18 @@ pub enum ArchiveError {
     #[error("archive {path} not found: check the path (for an archive in parts, name FILE or FILE.001)")]
     NotFound { path: PathBuf },
 
+    #[error("{path} is a folder: name the archive file in it")]
+    Folder { path: PathBuf },
+
     #[error("{path} is a {format}-compressed file, but ferry reads images in place from a plain tar: decompress it first ({command})")]
     Compressed { path: PathBuf, format: &'static str, command: String },
 
-    #[error("{path} is not a valid tar archive: the header at byte {offset} cannot be read")]
+    #[error("{path} is not a tar archive (no valid tar header at byte {offset}): name an archive written by ferry save, docker save, skopeo or podman save")]
     InvalidTar {
         path: PathBuf,
         offset: u64,
-        #[source]
-        source: std::io::Error,
+        /// The tar reader's error, left out of the message because it can quote the file's bytes.
+        tar_error: std::io::Error,
     },
 
     #[error("{path} is truncated: {member} needs {needed} bytes of archive, but the archive has {size}; {}", truncation_hint(.next_part.as_deref()))]

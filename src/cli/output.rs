@@ -265,3 +265,12 @@ pub fn print_outcomes(outcomes: &[ImageOutcome], target: &Target, as_json: bool)
         target.describe()
     );
 }
+
+/// Returns `count` and `noun`, with an `s` unless the count is 1.
+pub fn plural(count: usize, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
+}

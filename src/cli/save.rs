@@ -114,7 +114,14 @@ pub async fn run(mut args: SaveArgs, quiet: bool) -> anyhow::Result<u8> {
         if args.json {
             println!("{document}");
         } else {
-            println!("would save {} images, {} layers ({} left out), archive about {}, {} to download", plan.images.len(), plan.layers.len(), plan.omitted.len(), HumanBytes(plan.archive_bytes), HumanBytes(plan.bytes_to_fetch));
+            println!(
+                "would save {}, {} ({} left out), archive about {}, {} to download",
+                output::plural(plan.images.len(), "image"),
+                output::plural(plan.layers.len(), "layer"),
+                plan.omitted.len(),
+                HumanBytes(plan.archive_bytes),
+                HumanBytes(plan.bytes_to_fetch)
+            );
         }
         return Ok(EXIT_OK);
     }
@@ -138,9 +145,9 @@ pub async fn run(mut args: SaveArgs, quiet: bool) -> anyhow::Result<u8> {
     }
     let files: Vec<String> = report.parts.iter().map(|p| p.display().to_string()).collect();
     println!(
-        "{} images, {} layers ({} left out), {} in {} ({} downloaded in {:.1} s)",
-        report.images.len(),
-        report.blobs,
+        "{}, {} ({} left out), {} in {} ({} downloaded in {:.1} s)",
+        output::plural(report.images.len(), "image"),
+        output::plural(report.blobs, "layer"),
         report.omitted_blobs,
         HumanBytes(report.archive_bytes),
         files.join(", "),

@@ -8,6 +8,8 @@ use anyhow::Context;
 use clap::Args;
 use ferry::serve::{Htpasswd, ServeOptions, Store, TlsConfig};
 
+use super::output::plural;
+
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// OCI image layout folder (with oci-layout and index.json) or archive to serve. An archive is
@@ -81,10 +83,3 @@ fn startup_line(store: &Store, options: &ServeOptions, address: SocketAddr) -> S
     format!("serving {served} read-only on {scheme}://{address} {authentication}; Ctrl-C or SIGTERM stops")
 }
 
-fn plural(count: usize, noun: &str) -> String {
-    if count == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{count} {noun}s")
-    }
-}

@@ -501,4 +501,6 @@ fn missing_file_names_path() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("/nonexistent/inventory.yml"), "{error}");
+    assert!(error.contains("not found"), "{error}");
+    assert!(error.contains("-i"), "the message says which option to fix: {error}");
 }

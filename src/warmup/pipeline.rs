@@ -9,7 +9,8 @@
 //! because the image uses them. After a failure the partial images are removed too, and with
 //! them the layers no other image uses.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 
 use futures::StreamExt;
 use serde_json::json;
@@ -19,11 +20,42 @@ use crate::archive::{self, ArchiveImage, ArchiveLayer, BlobSource};
 use crate::cache::BlobCache;
 use crate::digest::Digest;
 use crate::engine::{Engine, EngineInfo};
+use crate::manifest::Descriptor;
+use crate::reference::Reference;
 use crate::registry::blob::{self, Fetched};
 use crate::registry::Client;
 
 /// Label of the partial images, set to the ID of the ferry process that loaded them.
 pub const PARTIAL_LABEL: &str = "io.ferry.partial";
+
+/// Blobs of the images after the current one, downloaded while the engine finishes the current
+/// image, so the link does not sit idle meanwhile.
+pub(super) struct Ahead<'a> {
+    pub blobs: Vec<(&'a Reference, &'a Descriptor)>,
+    pub fetched: &'a FetchedAhead,
+}
+
+/// Bytes downloaded ahead, by digest, until the image that uses the blob counts them.
+#[derive(Default)]
+pub(super) struct FetchedAhead(Mutex<HashMap<Digest, u64>>);
+
+impl FetchedAhead {
+    fn record(&self, digest: &Digest, bytes: u64) {
+        self.0.lock().unwrap().insert(digest.clone(), bytes);
+    }
+
+    /// Removes `digests` and returns the bytes downloaded ahead for them.
+    pub(super) fn take(&self, digests: &[Digest]) -> u64 {
+        let mut fetched = self.0.lock().unwrap();
+        digests.iter().filter_map(|digest| fetched.remove(digest)).sum()
+    }
+}
+
+/// Progress callbacks of one image.
+pub(super) struct Callbacks<'a> {
+    pub on_bytes: &'a (dyn Fn(u64) + Send + Sync),
+    pub on_stage: &'a (dyn Fn(&str) + Send + Sync),
+}
 
 /// True when the image can go through [`load_while_downloading`]: no layer needs unpacking
 /// before the engine can read it.
@@ -32,7 +64,10 @@ pub(super) fn can_pipeline(info: &EngineInfo, prepared: &Prepared) -> bool {
 }
 
 /// Downloads the image's missing layers in stack order and loads each complete bottom part into
-/// the engine while the rest downloads. Returns the bytes downloaded.
+/// the engine while the rest downloads. Once the image's own layers are in, the blobs of
+/// `ahead` download, one at a time, until the image is loaded. Returns the bytes downloaded
+/// for this image.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn load_while_downloading(
     client: &Client,
     engine: &Engine,
@@ -40,9 +75,10 @@ pub(super) async fn load_while_downloading(
     cache: &BlobCache,
     prepared: &Prepared,
     jobs: usize,
-    on_bytes: &(dyn Fn(u64) + Send + Sync),
-    on_stage: &(dyn Fn(&str) + Send + Sync),
+    ahead: &Ahead<'_>,
+    callbacks: &Callbacks<'_>,
 ) -> Result<u64, WarmupError> {
+    let Callbacks { on_bytes, on_stage } = *callbacks;
     let reference = &prepared.resolved.reference;
     let mut seen = HashSet::new();
     let missing: Vec<_> = prepared.layers.iter().filter(|l| !l.in_target && seen.insert(l.descriptor.digest.clone())).map(|l| &l.descriptor).collect();
@@ -50,13 +86,16 @@ pub(super) async fn load_while_downloading(
     // Downloads run `jobs` at a time and report in stack order. A failure does not stop the
     // others, so every blob that can complete lands in the cache for the next run.
     let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
-    let downloads = async move {
+    let loaded = tokio::sync::Notify::new();
+    let downloads = async {
         let mut results = futures::stream::iter(missing)
             .map(|descriptor| async move { (descriptor.digest.clone(), blob::download(client, reference, descriptor, cache, on_bytes).await) })
             .buffered(jobs.max(1));
         while let Some(item) = results.next().await {
             let _ = sender.send(item);
         }
+        drop(sender);
+        download_ahead(client, cache, ahead, &loaded).await;
     };
 
     let mut partials: Vec<Digest> = Vec::new();
@@ -97,6 +136,12 @@ pub(super) async fn load_while_downloading(
         load_into_docker(engine, info, cache, prepared, in_engine).await?;
         Ok(downloaded)
     };
+    let loads = async {
+        let result = loads.await;
+        // A stored permit: the download of blobs ahead stops even if it has not started yet.
+        loaded.notify_one();
+        result
+    };
     let ((), result) = tokio::join!(downloads, loads);
 
     for id in &partials {
@@ -105,6 +150,23 @@ pub(super) async fn load_while_downloading(
         }
     }
     result
+}
+
+/// Downloads the blobs of `ahead` in order until `loaded` is notified. A download cut short
+/// leaves its partial file, which the next download of that blob resumes. A failure is only
+/// logged, because the image that needs the blob downloads it again and reports the error.
+async fn download_ahead(client: &Client, cache: &BlobCache, ahead: &Ahead<'_>, loaded: &tokio::sync::Notify) {
+    for (reference, descriptor) in &ahead.blobs {
+        tokio::select! {
+            biased;
+            () = loaded.notified() => return,
+            result = blob::download(client, reference, descriptor, cache, &|_| {}) => match result {
+                Ok(Fetched::Downloaded(bytes)) => ahead.fetched.record(&descriptor.digest, bytes),
+                Ok(Fetched::Cached) => {}
+                Err(err) => tracing::debug!(digest = %descriptor.digest, error = %crate::error_message(&err), "downloading ahead failed"),
+            },
+        }
+    }
 }
 
 /// Loads layers `0..complete` as a partial image, sending the files of `in_engine..complete`.

@@ -56,6 +56,9 @@ impl ArchiveIndex {
         if !path.exists() && !numbered(path, 1).exists() {
             return Err(ArchiveError::NotFound { path: path.to_owned() });
         }
+        if path.is_dir() {
+            return Err(ArchiveError::Folder { path: path.to_owned() });
+        }
         let parts = Parts::open(path).map_err(|source| ArchiveError::Io { path: path.to_owned(), source })?;
         check_part_sequence(path, &parts)?;
         if parts.total_size() == 0 {
@@ -236,10 +239,14 @@ fn read_headers(path: &Path, parts: &Parts) -> Result<BTreeMap<String, Member>, 
     for entry in entries {
         let entry = match entry {
             Ok(entry) => entry,
+            // A file shorter than one tar header was never a tar archive, rather than a cut one.
+            Err(tar_error) if previous.is_none() && total < BLOCK => {
+                return Err(ArchiveError::InvalidTar { path: path.to_owned(), offset: 0, tar_error });
+            }
             Err(_) if next_header + BLOCK > total => {
                 return Err(truncated(header_after(previous.as_deref()), next_header + BLOCK));
             }
-            Err(source) => return Err(ArchiveError::InvalidTar { path: path.to_owned(), offset: next_header, source }),
+            Err(tar_error) => return Err(ArchiveError::InvalidTar { path: path.to_owned(), offset: next_header, tar_error }),
         };
         let raw_name = String::from_utf8(entry.path_bytes().into_owned());
         let offset = entry.raw_file_position();
@@ -634,6 +641,21 @@ mod tests {
     #[test]
     fn garbage_is_not_a_tar() {
         let (_dir, result) = open_bytes(&[b'x'; 2048]);
+        let error = result.unwrap_err();
+        assert!(matches!(error, ArchiveError::InvalidTar { offset: 0, .. }), "{error}");
+        assert!(!crate::error_message(&error).contains("xxx"), "the message quotes no file content: {error}");
+    }
+
+    #[test]
+    fn folder_is_not_an_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = ArchiveIndex::open(dir.path()).unwrap_err();
+        assert!(matches!(error, ArchiveError::Folder { .. }), "{error}");
+    }
+
+    #[test]
+    fn short_text_file_is_not_a_tar() {
+        let (_dir, result) = open_bytes(b"all:\n  vars:\n    REGISTRY_URL: registry.example\n");
         let error = result.unwrap_err();
         assert!(matches!(error, ArchiveError::InvalidTar { offset: 0, .. }), "{error}");
     }

@@ -19,6 +19,17 @@ const MAX_THREADS: usize = 4;
 /// Bytes read to recognise a compression format (the xz magic is the longest).
 const MAGIC_LENGTH: usize = 6;
 
+/// Which layers [`verify`] decompresses to check their DiffID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiffIds {
+    /// Every layer, for targets that do not check DiffIDs themselves (an OCI layout).
+    All,
+    /// Only layers whose stored bytes no digest names. A named layer's stored digest already
+    /// proves its bytes are the ones saved, and Docker checks each DiffID as it unpacks the
+    /// layer, so decompressing it here too would only take CPU time from the engine.
+    Unnamed,
+}
+
 /// A digest one member's content must hash to.
 #[derive(PartialEq, Eq)]
 enum Expectation {
@@ -49,18 +60,18 @@ impl MemberCheck {
 
 /// Returns the bytes [`verify`] reads from the archive, counting each distinct member once.
 pub fn verify_size(index: &ArchiveIndex, contents: &Contents) -> Result<u64, ArchiveError> {
-    Ok(plan(index, contents)?.iter().map(|check| check.size).sum())
+    Ok(plan(index, contents, DiffIds::All)?.iter().map(|check| check.size).sum())
 }
 
 /// Checks every config and layer of `contents` against the digests that name them. Configs are
 /// compared with their names when the name is a digest (their digest is the image ID). Layers
 /// are hashed as streams, and `on_bytes` receives the count of each chunk read. In ferry
 /// archives the blobs listed in `ferry-archive.json` and `sha256sums` are hashed too.
-pub fn verify(index: &ArchiveIndex, contents: &Contents, on_bytes: &(dyn Fn(u64) + Sync)) -> Result<(), ArchiveError> {
+pub fn verify(index: &ArchiveIndex, contents: &Contents, diff_ids: DiffIds, on_bytes: &(dyn Fn(u64) + Sync)) -> Result<(), ArchiveError> {
     for image in &contents.images {
         check_config_name(index, image)?;
     }
-    let checks = plan(index, contents)?;
+    let checks = plan(index, contents, diff_ids)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS).min(checks.len()).max(1);
     let next = std::sync::atomic::AtomicUsize::new(0);
     // After a failure no new member is started. Of the failures found, the one earliest in
@@ -138,7 +149,7 @@ fn check_config_name(index: &ArchiveIndex, image: &StoredImage) -> Result<(), Ar
 }
 
 /// The members to hash, in archive order, each with what it must hash to.
-fn plan(index: &ArchiveIndex, contents: &Contents) -> Result<Vec<MemberCheck>, ArchiveError> {
+fn plan(index: &ArchiveIndex, contents: &Contents, diff_ids: DiffIds) -> Result<Vec<MemberCheck>, ArchiveError> {
     let mut checks: BTreeMap<(u64, u64), MemberCheck> = BTreeMap::new();
     let mut add = |member: &str, offset: u64, size: u64, expectation: Expectation| {
         checks
@@ -149,7 +160,9 @@ fn plan(index: &ArchiveIndex, contents: &Contents) -> Result<Vec<MemberCheck>, A
 
     for image in &contents.images {
         for layer in image.layers.iter().filter(|layer| !layer.omitted) {
-            add(&layer.member, layer.offset, layer.size, Expectation::DiffId { expected: layer.diff_id.clone(), config: image.config_member.clone() });
+            if diff_ids == DiffIds::All || layer.blob_digest.is_none() {
+                add(&layer.member, layer.offset, layer.size, Expectation::DiffId { expected: layer.diff_id.clone(), config: image.config_member.clone() });
+            }
             if let Some(blob_digest) = &layer.blob_digest {
                 let expectation = Expectation::Stored { expected: blob_digest.clone(), listed_by: "the member name".to_owned() };
                 add(&layer.member, layer.offset, layer.size, expectation);
