@@ -567,7 +567,8 @@ class Bench:
         """Time curl uploading `blob` into the registry as one monolithic upload.
 
         The repository is new, so the registry receives and hashes every byte, as a mirror's
-        destination does; the blob's storage is shared with the set, so nothing stays behind."""
+        destination does. The blob is already in the registry's storage, so the upload adds
+        only a link to it."""
         uploads = f"http://{self.registry.host}/v2/{self.prefix}ceiling/blobs/uploads/"
         script = (
             f"location=$(curl -sSf -X POST -D - -o /dev/null '{uploads}' | tr -d '\\r' | awk 'tolower($1) == \"location:\" {{print $2}}')"

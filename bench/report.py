@@ -576,7 +576,7 @@ def ceilings_section(summary: dict) -> list[str]:
         "loopback, sha256 and gunzip; save by loopback, sha256 and disk; load of a gzip archive by",
         "sha256 and gunzip, of an uncompressed one by sha256 and disk. The sha256 ceiling is the",
         "faster of sha256sum and openssl. Over the slow link, the link's ceiling replaces loopback;",
-        "mirror is bounded by loopback, sha256 and disk. Throughput is per second of wall time, so it",
+        "mirror is bounded by loopback, sha256 and upload. Throughput is per second of wall time, so it",
         "drops when other work shares the CPU; per CPU second shows the rate without that contention.",
     ]
     return lines

@@ -289,7 +289,7 @@ pub async fn execute(client: &Client, target: &Target, cache: &BlobCache, plan: 
     let mut used_by_failure: HashSet<Digest> = HashSet::new();
     if let Target::Docker { engine, info } = target {
         if let Err(err) = remove_leftovers(engine, info).await {
-            tracing::warn!(error = %err, "could not remove the partial images of an interrupted warmup");
+            tracing::warn!(error = %err, "failed to remove the partial images of an interrupted warmup; remove them with docker rmi");
         }
     }
     let fetched_ahead = pipeline::FetchedAhead::default();

@@ -19,7 +19,7 @@ const MAX_THREADS: usize = 4;
 /// Bytes read to recognise a compression format (the xz magic is the longest).
 const MAGIC_LENGTH: usize = 6;
 
-/// Which layers [`verify`] decompresses to check their DiffID.
+/// Choice of the layers that [`verify`] decompresses to check their DiffID.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DiffIds {
     /// Every layer, for targets that do not check DiffIDs themselves (an OCI layout).
