@@ -35,5 +35,7 @@ if docker version >/dev/null 2>&1; then
     docker image ls "127.0.0.1:$port/demochromium"
 else
     echo "no Docker engine answers: warming up into the OCI layout target/demo-oci instead"
+    # ferry creates the layout folder but not its parent, which a separate CARGO_TARGET_DIR leaves absent.
+    mkdir -p target
     "${ferry[@]}" warmup -i "$inventory" --host demo-node --to oci:target/demo-oci
 fi
