@@ -65,17 +65,24 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--work-dir", type=Path, default=Path(os.environ.get("FERRY_BENCH_DIR") or REPOSITORY / "bench" / "work"),
                         help="folder for the build, the image set, the registry and the results (default: $FERRY_BENCH_DIR, else bench/work)")
     args = parser.parse_args()
-    if args.scale <= 0 or args.runs < 1:
-        parser.error("--scale must be positive and --runs at least 1")
+    if args.scale <= 0:
+        parser.error(f"invalid --scale {args.scale}: it must be positive, such as 0.1 or 1")
+    if args.runs < 1:
+        parser.error(f"invalid --runs {args.runs}: it must be at least 1")
     args.steps = [step.strip() for step in args.steps.split(",") if step.strip()]
+    if not args.steps and not args.report:
+        parser.error(f"--steps names no step: choose from {', '.join(STEPS)}")
     unknown = set(args.steps) - set(STEPS)
     if unknown:
         parser.error(f"unknown steps {sorted(unknown)}: choose from {', '.join(STEPS)}")
     try:
         args.slow_rate_bits = parse_rate(args.slow_rate)
+    except ValueError as error:
+        parser.error(f"invalid --slow-rate {args.slow_rate!r}: {error}")
+    try:
         args.slow_delay_seconds = parse_delay(args.slow_delay)
     except ValueError as error:
-        parser.error(f"--slow-rate or --slow-delay: {error}")
+        parser.error(f"invalid --slow-delay {args.slow_delay!r}: {error}")
     if args.slow_rate_bits <= 0:
         parser.error("--slow-rate must be positive")
     if "load" in args.steps and "save" not in args.steps:
@@ -642,12 +649,18 @@ class Bench:
 
 
 def rewrite_report(path: Path) -> int:
-    results = json.loads(path.read_text())
+    """Recompute the summary of a session's results.json, rewrite it and its results.md, and print the table."""
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        print(f"error: cannot read {path} as a session's results.json: {error}", file=sys.stderr)
+        return 2
     results["summary"] = report.summarize(results)
     path.write_text(json.dumps(results, indent=1))
     markdown = report.markdown(results)
     path.with_suffix(".md").write_text(markdown)
     print(markdown)
+    print(f"rewrote {path} and {path.with_suffix('.md')}", file=sys.stderr)
     return 0
 
 

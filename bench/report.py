@@ -149,6 +149,7 @@ def step_throughputs(results: dict, run: dict) -> dict[str, dict]:
             continue
         result[key] = {
             "throughput": throughput,
+            "ceilings": ceilings,
             "ceiling": limit[0] if limit else None,
             "fraction": throughput / limit[1] if limit else None,
         }
@@ -199,12 +200,18 @@ def summarize(results: dict) -> dict:
 
     throughputs: dict[str, dict] = {}
     per_run = [step_throughputs(results, run) for run in runs]
+    # The median throughput is divided by the lowest median ceiling, so the fraction and the
+    # ceiling it names come from the same numbers even when runs were bounded by different ones.
+    per_run_rates = [ceiling_rates(run) for run in runs]
+    median_rates = {name: median([r[name] for r in per_run_rates if name in r]) for name in {n for r in per_run_rates for n in r}}
     for key in sorted({k for item in per_run for k in item}):
         entries = [item[key] for item in per_run if key in item]
+        throughput = median([e["throughput"] for e in entries])
+        limit = bound(median_rates, entries[0]["ceilings"])
         throughputs[key] = {
-            "throughput": median([e["throughput"] for e in entries]),
-            "ceiling": entries[0]["ceiling"],
-            "fraction": median([e["fraction"] for e in entries]),
+            "throughput": throughput,
+            "ceiling": limit[0] if limit else None,
+            "fraction": throughput / limit[1] if limit else None,
         }
     phase_medians = {}
     for key in steps:
