@@ -113,7 +113,7 @@ pub async fn run(args: LoadArgs, quiet: bool) -> anyhow::Result<u8> {
         return Ok(code);
     }
 
-    // Everything the images use is checked, in every archive, while the layers travel; the
+    // Everything the images use is checked, in every archive, while the layers travel. The
     // engine receives the end of the upload only when all of it matched.
     let hidden = args.json || quiet;
     let reporter = Reporter::new(plan.images().count(), hidden);

@@ -275,7 +275,7 @@ fn invalid_media_type(what: &str, media_type: &str) -> RegistryError {
 /// Returns a request body that streams `len` bytes of `source` from byte `start`, read on a
 /// blocking thread one MiB at a time.
 /// Bytes read from disk per chunk of an upload body. With the channel of 4 chunks, an upload
-/// holds at most about 1.25 MiB in memory.
+/// keeps at most about 1.25 MiB in memory.
 const UPLOAD_BUFFER_BYTES: usize = 256 * 1024;
 
 fn stream_body(source: &BlobSource, start: u64, len: u64) -> Result<reqwest::Body, RegistryError> {
