@@ -242,6 +242,8 @@ fn print_outcomes(plan: &LoadPlan, outcomes: &[ImageOutcome], target: &str, done
             Status::Failed => println!("failed     {}: {}", outcome.reference, outcome.error.as_deref().unwrap_or("unknown error")),
         }
     }
+    let count = |status| outcomes.iter().filter(|o| o.status == status).count();
+    println!("{} {done}, {} unchanged, {} failed ({target})", count(Status::Changed), count(Status::Unchanged), count(Status::Failed));
 }
 
 fn exit_code(outcomes: &[ImageOutcome]) -> u8 {
