@@ -44,6 +44,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import tools
+
 REGISTRY_BINARY = "/usr/bin/docker-registry"
 REPOSITORY = "scale/warmup"
 TAG = "v1"
@@ -323,24 +325,9 @@ class Wan:
 
 
 def settle(paths: list[Path], counter=None, quiet_seconds: float = 1.0, timeout: float = 30.0) -> None:
-    """Wait until every file in `paths` and `counter()` stop growing for `quiet_seconds`.
-
-    Registries write an access-log line after the response, and a pull-through cache may still
-    be storing a blob after its client finished, so totals are read only once all is quiet.
-    """
-    def snapshot():
-        return [path.stat().st_size for path in paths] + ([counter()] if counter else [])
-
-    deadline = time.monotonic() + timeout
-    last, quiet_since = snapshot(), time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-        current = snapshot()
-        if current != last:
-            last, quiet_since = current, time.monotonic()
-        elif time.monotonic() - quiet_since >= quiet_seconds:
-            return
-    log(f"WARNING: logs or link still active after {timeout} s; totals may be incomplete")
+    """Wait until the registries' logs and `counter()` are quiet, warning when they never are."""
+    if not tools.settle(paths, counter, quiet_seconds=quiet_seconds, timeout=timeout):
+        log(f"WARNING: logs or link still active after {timeout} s; totals may be incomplete")
 
 
 # --- Nodes -------------------------------------------------------------------------------------

@@ -334,23 +334,26 @@ MANIFEST_TYPES = ",".join([
 ])
 
 
-def settle(paths: list[Path], quiet_seconds: float = 0.3, timeout: float = 10.0) -> None:
-    """Wait until no file of `paths` has grown for `quiet_seconds`.
+def settle(paths: list[Path], counter=None, quiet_seconds: float = 0.3, timeout: float = 10.0) -> bool:
+    """Wait until no file of `paths` has grown, and `counter()` has not changed, for `quiet_seconds`.
 
-    A registry writes a request's access-log line after the response, so a count read right
-    after the client exits can miss the last lines."""
-    def sizes():
-        return [path.stat().st_size if path.exists() else 0 for path in paths]
+    A registry writes a request's access-log line after the response, and a pull-through cache
+    may still store a blob after its client finished, so a count read right after the client
+    exits can miss the last lines. Returns False when the timeout passed first."""
+    def snapshot():
+        sizes = [path.stat().st_size if path.exists() else 0 for path in paths]
+        return sizes + ([counter()] if counter else [])
 
     deadline = time.monotonic() + timeout
-    last, quiet_since = sizes(), time.monotonic()
+    last, quiet_since = snapshot(), time.monotonic()
     while time.monotonic() < deadline:
         time.sleep(0.1)
-        current = sizes()
+        current = snapshot()
         if current != last:
             last, quiet_since = current, time.monotonic()
         elif time.monotonic() - quiet_since >= quiet_seconds:
-            return
+            return True
+    return False
 
 
 class Engine:

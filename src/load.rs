@@ -217,12 +217,21 @@ async fn is_present(engine: &Engine, image: &StoredImage) -> Result<bool, LoadEr
 
 /// Hashes every member the images to load use; fails naming the first bad member.
 pub async fn verify(plan: &LoadPlan, on_bytes: &(dyn Fn(u64) + Send + Sync)) -> Result<(), LoadError> {
-    for archive in &plan.archives {
-        let to_load: Vec<StoredImage> = archive.images.iter().filter(|p| !p.present).map(|p| p.image.clone()).collect();
-        let contents = Contents { kind: archive.contents.kind, images: to_load, skipped: Vec::new() };
+    for (archive, contents) in plan.archives.iter().zip(contents_to_load(plan)) {
         tokio::task::block_in_place(|| read::verify(&archive.index, &contents, read::DiffIds::All, on_bytes))?;
     }
     Ok(())
+}
+
+/// Returns, per archive of the plan, the contents narrowed to the images not yet present.
+fn contents_to_load(plan: &LoadPlan) -> Vec<Contents> {
+    plan.archives
+        .iter()
+        .map(|archive| {
+            let to_load = archive.images.iter().filter(|p| !p.present).map(|p| p.image.clone()).collect();
+            Contents { kind: archive.contents.kind, images: to_load, skipped: Vec::new() }
+        })
+        .collect()
 }
 
 /// Verifies and loads every image the engine lacks, in one `POST /images/load`, and checks the
@@ -329,14 +338,7 @@ pub async fn execute(
 
 /// Starts verifying the members of every image to load, on blocking threads.
 fn spawn_verification(plan: &LoadPlan, on_verified: Arc<dyn Fn(u64) + Send + Sync>) -> tokio::task::JoinHandle<Result<(), LoadError>> {
-    let work: Vec<(ArchiveIndex, Contents)> = plan
-        .archives
-        .iter()
-        .map(|archive| {
-            let to_load = archive.images.iter().filter(|p| !p.present).map(|p| p.image.clone()).collect();
-            (archive.index.clone(), Contents { kind: archive.contents.kind, images: to_load, skipped: Vec::new() })
-        })
-        .collect();
+    let work: Vec<(ArchiveIndex, Contents)> = plan.archives.iter().map(|archive| archive.index.clone()).zip(contents_to_load(plan)).collect();
     tokio::task::spawn_blocking(move || {
         for (index, contents) in &work {
             read::verify(index, contents, read::DiffIds::Unnamed, &*on_verified)?;
